@@ -1,0 +1,27 @@
+"""mlscale: take a machine-learning job from one CPU to many accelerators, measured.
+
+The public API is re-exported here and imported lazily, so that `import mlscale` is cheap and has no
+side effects (the systolic simulator, for one, needs no torch).
+"""
+
+from importlib import import_module
+
+from mlscale.errors import MlscaleError, RunFailed
+
+__version__ = "0.1.0"
+
+# name -> module that defines it
+_LAZY = {
+    "TrainConfig": "mlscale.config",
+    "train": "mlscale.training.engine",
+    "RunResult": "mlscale.training.engine",
+    "simulate": "mlscale.processors.systolic",
+}
+
+__all__ = ["MlscaleError", "RunFailed", "__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mlscale' has no attribute {name!r}")

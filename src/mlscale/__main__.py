@@ -1,0 +1,3 @@
+from mlscale.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The training engine: data, models, the loop, checkpoints, metrics."""
