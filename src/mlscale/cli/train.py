@@ -1,0 +1,84 @@
+"""`mlscale train`: parse a config file and `--field value` overrides, call `mlscale.train`, print
+the summary. Every config field is an override: `--epochs 5`, `--model.name cnn`, `--optim.lr 1e-3`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlscale.config import TrainConfig, build_config, field_help, load_yaml
+from mlscale.errors import MlscaleError
+
+USAGE = "mlscale train [--config FILE.yaml] [--resume RUN_DIR] [--FIELD VALUE ...]"
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mlscale train", usage=USAGE, add_help=False,
+                                     description="Train a model; every config field below is a --FIELD VALUE override.")
+    parser.add_argument("--config", help="YAML config file (overrides come on top of it)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    parser.add_argument("-h", "--help", action="store_true")
+    known, rest = parser.parse_known_args(argv)
+    if known.help:
+        print(_help(parser))
+        return 0
+    overrides = parse_overrides(rest)
+
+    if known.resume and known.config:
+        raise MlscaleError("--resume uses the run's own config.yaml; give --config or --resume, not both")
+    base = load_yaml(known.config) if known.config else {}
+    if known.resume:
+        from pathlib import Path
+
+        saved = Path(known.resume) / "config.yaml"
+        if not saved.is_file():
+            raise MlscaleError(f"cannot resume {known.resume}: not a run directory (no config.yaml)")
+        base = load_yaml(saved)
+    config = build_config(base, overrides)
+
+    from mlscale.training.engine import train  # torch is imported only from here on
+
+    result = train(config, resume=known.resume)
+    print(format_summary(result))
+    return 0
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
+    """['--a.b', '1', '--c=2'] -> [('a.b', '1'), ('c', '2')], with a clear error for anything else."""
+    pairs, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise MlscaleError(f"unexpected argument '{arg}'; overrides are --FIELD VALUE (see mlscale train --help)")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args) or (args[i + 1].startswith("--") and len(args[i + 1]) > 2):
+                raise MlscaleError(f"--{key} needs a value")
+            value, i = args[i + 1], i + 1
+        pairs.append((key, value))
+        i += 1
+    return pairs
+
+
+def format_summary(result) -> str:
+    status = "done" if result.completed else f"stopped at step {result.steps} (resume with --resume {result.run_dir})"
+    return "\n".join([
+        f"{status}: {result.epochs_done} epochs, {result.steps} steps on {result.device}",
+        f"  test accuracy  {result.test_accuracy:.4f}   (test loss {result.test_loss:.4f})",
+        f"  throughput     {result.samples_per_s:,.0f} samples/s in training steps",
+        f"  wall time      {result.wall_time_s:.1f} s ({result.train_time_s:.1f} s in training steps)",
+        f"  outputs        {result.run_dir}/  config.yaml metrics.jsonl summary.json curves.png checkpoints/",
+    ])
+
+
+def _help(parser: argparse.ArgumentParser) -> str:
+    lines = [f"usage: {USAGE}", "", parser.description, "",
+             "  --config FILE     YAML config file (overrides come on top of it)",
+             "  --resume RUN_DIR  continue a run from its latest checkpoint", "", "config fields (default):"]
+    for name, help_, default in field_help(TrainConfig):
+        lines.append(f"  --{name:<26} {help_} [{default}]")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
