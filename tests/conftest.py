@@ -13,7 +13,7 @@ def small_config(tmp_path):
     from mlscale import TrainConfig
 
     def make(**changes):
-        cfg = TrainConfig(out_dir=str(tmp_path / "runs"), epochs=2, progress=False)
+        cfg = TrainConfig(out_dir=str(tmp_path / "runs"), epochs=2, progress=False, threads=1)
         for key, value in changes.items():
             target = cfg
             *sections, leaf = key.split("__")
