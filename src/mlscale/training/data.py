@@ -265,6 +265,10 @@ class EpochBatchSampler(Sampler[list[int]]):
         return max(0, self.batches_per_epoch() - self.start_batch)
 
     def __iter__(self):
+        return (batch.tolist() for batch in self.index_batches())
+
+    def index_batches(self):
+        """This rank's batches of the epoch, as index tensors."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.n, generator=g)
@@ -275,7 +279,24 @@ class EpochBatchSampler(Sampler[list[int]]):
             per_rank = self.batch_size if len(chunk) == self.global_batch else -(-len(chunk) // self.world_size)
             mine = chunk[self.rank * per_rank:(self.rank + 1) * per_rank]
             if len(mine):
-                yield mine.tolist()
+                yield mine
+
+
+class InMemoryBatches:
+    """Batches of an in-memory ArrayDataset, one indexing operation each. Used instead of a
+    DataLoader when no worker processes are asked for: the samples are already tensors in memory,
+    so a loader's per-batch machinery would only add latency to every step."""
+
+    def __init__(self, dataset: ArrayDataset, sampler: EpochBatchSampler):
+        self.dataset, self.sampler = dataset, sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        x, y = self.dataset.x, self.dataset.y
+        for idx in self.sampler.index_batches():
+            yield x[idx], y[idx]
 
 
 def _batched(batch):
@@ -284,8 +305,11 @@ def _batched(batch):
 
 
 def make_loader(dataset: Dataset, sampler: EpochBatchSampler, *, num_workers: int = 0,
-                prefetch_factor: int = 2, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over `dataset` in `sampler`'s batches; worker processes when asked for."""
+                prefetch_factor: int = 2, pin_memory: bool = False):
+    """Batches of `dataset` in `sampler`'s order: a DataLoader (with worker processes when asked
+    for), or plain tensor indexing for in-memory data loaded in the training process."""
+    if isinstance(dataset, ArrayDataset) and num_workers == 0 and not pin_memory:
+        return InMemoryBatches(dataset, sampler)
     workers = {"num_workers": num_workers}
     if num_workers:
         workers |= {"prefetch_factor": prefetch_factor, "persistent_workers": True}

@@ -166,7 +166,7 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
             with autocast:
                 logits = model(x)  # forward
             loss = F.cross_entropy(logits.float(), y)  # loss
-            (loss / group).backward()  # backward (gradients add up over the group)
+            (loss / group if group > 1 else loss).backward()  # backward (gradients add up over the group)
             meter.add(loss, logits, y)
             state.batch += 1
             if state.batch % accum and state.batch < n_micro:
@@ -244,7 +244,7 @@ def _require_finite(run: _Run, loss: float) -> None:
 def _save(run: _Run, path: Path) -> None:
     """Save the whole state to `path`, after checking it is worth keeping (finite)."""
     run.meter.pause()
-    _require_finite(run, run.meter.loss_sum.item())
+    _require_finite(run, run.meter.loss_sum())
     if not all(torch.isfinite(p).all() for p in run.model.parameters()):
         _require_finite(run, float("nan"))
     run.state.n_records = run.log.n_records

@@ -14,26 +14,34 @@ from mlscale.runs import atomic_write
 
 
 class Meter:
-    """Sums of loss, correct predictions and samples since the last `flush`, kept as device
-    tensors so that the training step never waits for the device to report a number."""
+    """Loss, predictions and labels since the last `flush`, kept as device tensors so that the
+    training step never waits for the device to report a number. Per step it only records
+    references and one argmax; the sums are taken once per window, in `flush`."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.reset()
 
     def reset(self) -> None:
-        self.loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        self.correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        self.batches = 0
+        self.losses: list[torch.Tensor] = []
+        self.preds: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
         self.samples = 0
         self.busy_s = 0.0
         self.t0 = time.perf_counter()
 
+    @property
+    def batches(self) -> int:
+        return len(self.losses)
+
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss_sum += loss.detach()
-        self.correct += (logits.detach().argmax(dim=1) == y).sum()
-        self.batches += 1
+        self.losses.append(loss.detach())
+        self.preds.append(logits.detach().argmax(dim=1))
+        self.labels.append(y)
         self.samples += len(y)
+
+    def loss_sum(self) -> float:
+        return torch.stack(self.losses).double().sum().item() if self.losses else 0.0
 
     def pause(self) -> None:
         """Stop the clock (evaluation and checkpoints are not training time)."""
@@ -45,10 +53,10 @@ class Meter:
     def flush(self) -> dict:
         """The window's mean loss, accuracy and samples/s; starts a new window."""
         self.pause()
-        loss = self.loss_sum.item() / max(1, self.batches)
+        correct = torch.cat(self.preds).eq(torch.cat(self.labels)).sum().item() if self.preds else 0
         out = {
-            "loss": loss,
-            "accuracy": self.correct.item() / max(1, self.samples),
+            "loss": self.loss_sum() / max(1, self.batches),
+            "accuracy": correct / max(1, self.samples),
             "samples": self.samples,
             "train_time_s": self.busy_s,
             "samples_per_s": self.samples / self.busy_s if self.busy_s > 0 else 0.0,
