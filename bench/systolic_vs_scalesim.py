@@ -6,7 +6,7 @@ prints per-layer cycles side by side and the wall-time ratio.
 
 Compute cycles compared: SCALE-Sim's "Total Cycles" minus its "Stall Cycles" is the 0-based index of
 the last stall-free cycle; mlscale's count is that plus one (`scalesim_total_cycles` holds SCALE-Sim's
-figure). Stall cycles come from different memory models (SCALE-Sim: trace-driven buffers; mlscale:
+figure). Stall and "incl. prefetch" cycles come from different memory models (SCALE-Sim: trace-driven buffers; mlscale:
 a first-order overlap model) and are printed, not required to agree.
 
 Usage:
@@ -33,6 +33,8 @@ DEFAULT_CASES = [
     ("topologies/alexnet.csv", "conv", "configs/scale.cfg"),
     ("topologies/test_mnk_input.csv", "gemm", "configs/scale.cfg"),
     ("topologies/vit_s.csv", "gemm", "configs/scale.cfg"),
+    # user bandwidth (10 words/cycle): stall and prefetch figures from the two memory models
+    ("topologies/test_mnk_input.csv", "gemm", "configs/google.cfg"),
 ]
 
 
@@ -78,14 +80,15 @@ def main() -> int:
             print(f"== {topo.name} on {cfg.name}, dataflow {df.upper()}: "
                   f"SCALE-Sim {ss_s:.2f} s, mlscale {best * 1e3:.2f} ms, ratio {ss_s / best:,.0f}x")
             print(f"{'layer':<10} {'SS total':>10} {'SS stall':>9} {'SS compute':>11} {'ml compute-1':>13} "
-                  f"{'ml stall':>9} {'ml count':>10}  same")
+                  f"{'ml stall':>9} {'ml count':>10}  same {'SS incl.pref':>13} {'ml incl.pref':>13}")
             for row, t in zip(ss_rows, res.layers):
-                ss_total, ss_stall = int(float(row[2])), int(float(row[3]))
+                ss_incl, ss_total, ss_stall = int(float(row[1])), int(float(row[2])), int(float(row[3]))
                 ss_compute = ss_total - ss_stall
                 ml = t.compute_cycles - 1
                 same = ss_compute == ml
                 print(f"{t.name:<10} {ss_total:>10} {ss_stall:>9} {ss_compute:>11} {ml:>13} "
-                      f"{t.stall_cycles:>9} {t.compute_cycles:>10}  {'yes' if same else 'NO'}")
+                      f"{t.stall_cycles:>9} {t.compute_cycles:>10}  {'yes ' if same else 'NO  '} {ss_incl:>13} "
+                      f"{t.total_cycles_incl_prefetch:>13}")
                 d = per_df.setdefault(df, [0, 0])
                 d[0] += 1
                 d[1] += same
