@@ -91,6 +91,23 @@ def test_operand_that_cannot_fit_sram_is_a_user_error():
         time_layer(Layer.gemm("g", 8, 8, 8), ArrayConfig(rows=256, cols=256, dataflow="ws", filter_sram_kb=16))
 
 
+@pytest.mark.parametrize("dataflow,operand", [("os", "ofmap"), ("ws", "filter"), ("is", "ifmap")])
+def test_only_the_stationary_operand_needs_a_whole_tile(dataflow, operand):
+    small = {f"{op}_sram_kb": (1 if op == operand else 64) for op in ("ifmap", "filter", "ofmap")}
+    layer = Layer.gemm("g", 100, 100, 100)
+    with pytest.raises(MlscaleError, match=f"{operand} SRAM"):
+        time_layer(layer, ArrayConfig(rows=64, cols=64, dataflow=dataflow, **small))
+    # the streamed operands get by with 1 KiB (one 64-word edge per cycle)
+    others = {f"{op}_sram_kb": (64 if op == operand else 1) for op in ("ifmap", "filter", "ofmap")}
+    assert time_layer(layer, ArrayConfig(rows=64, cols=64, dataflow=dataflow, **others)).macs == 10**6
+
+
+def test_progress_bar_on_long_networks(capsys):
+    layers = [Layer.gemm(f"l{i}", 8, 8, 8) for i in range(25)]
+    simulate(layers, "small", progress=True)
+    assert "25/25" in capsys.readouterr().err
+
+
 def test_simulate_accepts_tuples_layers_and_overrides():
     r = simulate((64, 64, 64), "small", dataflow="os", array=(64, 64))
     assert r.layers[0].compute_cycles == 3 * 64 - 2

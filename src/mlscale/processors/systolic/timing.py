@@ -166,7 +166,9 @@ def check_fits(layer: Layer, array: ArrayConfig) -> None:
     """
     R, C = array.rows, array.cols
     stationary = {"os": "ofmap", "ws": "filter", "is": "ifmap"}[array.dataflow]
-    need = {"ifmap": R, "filter": C if array.dataflow == "os" else R * C, "ofmap": C}
+    # streamed edges: OS feeds A down the rows (R) and B across the columns (C); WS and IS feed the
+    # streamed operand along the rows (R) and emit outputs along the columns (C)
+    need = {"ifmap": R, "filter": C if array.dataflow == "os" else R, "ofmap": C}
     need[stationary] = R * C
     label = {"ifmap": "IfmapSramSzkB", "filter": "FilterSramSzkB", "ofmap": "OfmapSramSzkB"}
     for operand, words in need.items():
