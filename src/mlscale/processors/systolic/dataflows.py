@@ -112,8 +112,8 @@ def _tiles(X: np.ndarray, axis: int, size: int) -> np.ndarray:
     return Xp.reshape(Xp.shape[0], n_tiles, size).transpose(1, 0, 2)
 
 
-def _skewed_stream(tiles: np.ndarray, n_cycles: int) -> np.ndarray:
-    """Feed for an array edge: out[f, lane, t] = tiles[f, lane, t - lane] (0 outside the tile).
+def _skewed_stream(tiles: np.ndarray, n_cycles: int) -> tuple[np.ndarray, np.ndarray]:
+    """Feed for an array edge and its validity mask: out[f, lane, t] = tiles[f, lane, t - lane] (0 outside).
 
     `tiles` is (F, lanes, T): lane `lane` of the edge sees its T operands delayed by `lane` cycles,
     the skew that lines up operands meeting in the same PE.
