@@ -14,6 +14,7 @@ def small_config(tmp_path):
 
     def make(**changes):
         cfg = TrainConfig(out_dir=str(tmp_path / "runs"), epochs=2, progress=False, threads=1)
+        cfg.dist.timeout_s = 60.0  # a broken collective fails a test in a minute, not five
         for key, value in changes.items():
             target = cfg
             *sections, leaf = key.split("__")

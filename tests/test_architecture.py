@@ -24,11 +24,19 @@ def test_models_never_import_torch_distributed():
 
 
 def test_only_cli_and_world_read_the_environment():
-    allowed = {SRC / "distributed" / "world.py"}
+    allowed = {SRC / "training" / "distributed" / "world.py"}
     for path in SRC.rglob("*.py"):
-        if "cli" in path.parts or path in allowed or (SRC / "training" / "distributed") in path.parents:
+        if "cli" in path.parts or path in allowed:
             continue
         assert "os.environ" not in path.read_text(), path
+
+
+def test_only_world_creates_a_process_group():
+    for path in SRC.rglob("*.py"):
+        if path != SRC / "training" / "distributed" / "world.py":
+            text = path.read_text()
+            assert "init_process_group(" not in text.replace("dw.init_process_group(", ""), path
+            assert "destroy_process_group" not in text, path
 
 
 def test_import_mlscale_is_light():

@@ -66,6 +66,16 @@ class OptimConfig:
 
 
 @dataclass
+class DistConfig:
+    """How workers find each other and talk (used when there are several)."""
+
+    master_addr: str = _f("127.0.0.1", "address mlscale's own launcher binds its rendezvous to (loopback unless you say)")
+    master_port: int = _f(0, "rendezvous port of mlscale's own launcher (0: any free port)", ge=0, le=65535)
+    timeout_s: float = _f(300.0, "seconds a rendezvous or collective may wait before failing", gt=0.0)
+    bucket_cap_mb: float = _f(25.0, "ddp: gradient bucket size in MB (all-reduced as backward fills it)", gt=0.0)
+
+
+@dataclass
 class TrainConfig:
     """A whole training run. Sections: model, data, optim; the rest is the run itself."""
 
@@ -74,7 +84,10 @@ class TrainConfig:
     seed: int = _f(0, "seed for the data split, shuffling, initialisation and dropout", ge=0)
     device: str = _f("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     precision: str = _f("auto", "auto (bf16 autocast on GPUs that support it, else fp32), fp32 or bf16", choices=("auto", "fp32", "bf16"))
-    threads: int = _f(0, "CPU threads for torch (0: torch's default)", ge=0)
+    threads: int = _f(0, "CPU threads for torch per worker (0: torch's default; cores / local workers with several)", ge=0)
+    workers: int = _f(1, "local worker processes mlscale starts (under torchrun, torchrun's world is used)", gt=0)
+    strategy: str = _f("ddp", "with several workers: ddp (replicated model) or fsdp (sharded parameters, gradients, optimizer state)", choices=("ddp", "fsdp"))
+    baseline: str = _f("", "a 1-worker run directory of the same config: the summary adds scaling efficiency against it")
     epochs: int = _f(10, "passes over the training split", gt=0)
     batch_size: int = _f(64, "samples per micro-batch (per worker)", gt=0)
     grad_accum_steps: int = _f(1, "micro-batches accumulated into one optimizer step", gt=0)
@@ -88,6 +101,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 # Fields that may differ between a run and its resumption: they change how the run is carried out or
@@ -95,6 +109,10 @@ class TrainConfig:
 RESUMABLE_FIELDS = frozenset({
     "epochs", "device", "threads", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "stop_at_step", "progress", "out_dir", "data.num_workers", "data.prefetch_factor",
+    "strategy", "baseline", "dist.master_addr", "dist.master_port", "dist.timeout_s", "dist.bucket_cap_mb",
+    # the split of the global batch among workers, micro-batches and accumulation may change, as long
+    # as the global batch per optimizer step stays the same (checked by the engine)
+    "workers", "batch_size", "grad_accum_steps",
 })
 
 

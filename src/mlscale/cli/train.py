@@ -39,7 +39,8 @@ def run(argv: list[str]) -> int:
     from mlscale.training.engine import train  # torch is imported only from here on
 
     result = train(config, resume=known.resume)
-    print(format_summary(result))
+    if result.rank == 0:  # under torchrun every rank returns here; one reports
+        print(format_summary(result))
     return 0
 
 
@@ -62,10 +63,21 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
 
 def format_summary(result) -> str:
     status = "done" if result.completed else f"stopped at step {result.steps} (resume with --resume {result.run_dir})"
-    return "\n".join([
-        f"{status}: {result.epochs_done} epochs, {result.steps} steps on {result.device}",
+    workers = f" x {result.world_size} workers" if result.world_size > 1 else ""
+    lines = [
+        f"{status}: {result.epochs_done} epochs, {result.steps} steps on {result.device}{workers}",
         f"  test accuracy  {result.test_accuracy:.4f}   (test loss {result.test_loss:.4f})",
-        f"  throughput     {result.samples_per_s:,.0f} samples/s in training steps",
+        f"  throughput     {result.samples_per_s:,.0f} samples/s in training steps"
+        + (f" ({result.samples_per_s_per_worker:,.0f} per worker)" if result.world_size > 1 else ""),
+    ]
+    if result.world_size > 1:
+        step_ms = result.step_time_s * 1e3
+        comm = (f", gradient all-reduce in flight {result.comm_time_s_per_step * 1e3:.2f} ms of it (overlapped with backward)"
+                if result.comm_time_s_per_step is not None else "")
+        lines.append(f"  step time      {step_ms:.2f} ms{comm}")
+    if result.scaling_efficiency is not None:
+        lines.append(f"  scaling        {result.scaling_efficiency:.0%} efficiency vs the 1-worker baseline")
+    return "\n".join(lines + [
         f"  wall time      {result.wall_time_s:.1f} s ({result.train_time_s:.1f} s in training steps)",
         f"  outputs        {result.run_dir}/  config.yaml metrics.jsonl summary.json curves.png checkpoints/",
     ])

@@ -85,3 +85,24 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- the training state, gathered from and scattered to any number of ranks ------------------------
+
+
+def capture_training_state(model, optimizer) -> tuple[dict, dict]:
+    """Full (unsharded, unwrapped) model and optimizer state dicts keyed by parameter name, on the
+    CPU of rank 0 (other ranks get empty dicts). Collective when distributed: every rank calls it.
+    A world of any size can load the result, which is what lets 2 workers resume on 1 and back."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def restore_training_state(model, optimizer, model_state: dict, optim_state: dict) -> None:
+    """Load full state dicts into a (possibly wrapped or sharded) model and its optimizer; every
+    rank passes the full dicts and keeps what it holds (all of it, or its shard)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
+                   options=StateDictOptions(full_state_dict=True))

@@ -1,5 +1,6 @@
 """The training engine: `train(config)` runs input pipeline -> forward -> loss -> backward ->
-optimizer step -> schedule, evaluates on the held-out split, logs, checkpoints, and resumes.
+optimizer step -> schedule, evaluates on the held-out split, logs, checkpoints, and resumes, in one
+process or in each of many (data-parallel: every rank runs this same code on its shard).
 
 The loop itself is `_fit`, one screen, in the order nanoGPT's and torchtitan's loops use;
 everything it calls (metrics, checkpoints, evaluation) lives beside it, not inside it.
@@ -25,6 +26,8 @@ from mlscale.processors.devices import choose_autocast_dtype, choose_device
 from mlscale.runs import MetricsLog, atomic_write_text, new_run_dir, read_jsonl
 from mlscale.training import checkpoint as ckpt
 from mlscale.training.data import DataBundle, EpochBatchSampler, build_data, make_loader
+from mlscale.training.distributed import world as dw
+from mlscale.training.distributed.strategies import build_strategy
 from mlscale.training.metrics import Meter, evaluate, plot_curves
 from mlscale.training.models import build_model
 from mlscale.training.optim import build_optimizer, build_scheduler
@@ -32,7 +35,7 @@ from mlscale.training.optim import build_optimizer, build_scheduler
 
 @dataclass
 class RunResult:
-    """What a run produced. Times in seconds; samples/s counts training steps only."""
+    """What a run produced. Times in seconds; samples/s counts training steps only, all workers."""
 
     run_dir: Path
     test_accuracy: float
@@ -44,7 +47,13 @@ class RunResult:
     epochs_done: int
     completed: bool  # False when the run stopped at `stop_at_step` and can be resumed
     device: str
-    model: nn.Module = field(repr=False)
+    world_size: int = 1
+    samples_per_s_per_worker: float = 0.0
+    step_time_s: float = 0.0  # mean wall time of an optimizer step
+    comm_time_s_per_step: float | None = None  # gradient all-reduce in flight per step (ddp)
+    scaling_efficiency: float | None = None  # vs the `baseline` 1-worker run, when given
+    rank: int = 0
+    model: nn.Module | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -52,11 +61,24 @@ class LoopState:
     """Where the loop is; saved in every checkpoint."""
 
     epoch: int = 0  # the epoch in progress
-    batch: int = 0  # micro-batches of that epoch already done
+    batch: int = 0  # micro-batches (of batch_size x world_size samples) of that epoch already done
     step: int = 0  # optimizer steps done
-    samples: int = 0  # training samples processed
+    samples: int = 0  # training samples processed, all workers
     train_time_s: float = 0.0  # time spent in training steps (not evaluation or checkpoints)
+    comm_time_s: float = 0.0  # of which a gradient collective was in flight (ddp)
     n_records: int = 0  # metrics.jsonl records written
+
+
+class _NoLog:
+    """What ranks other than 0 write metrics to."""
+
+    n_records = 0
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -64,19 +86,23 @@ class _Run:
     """Everything one run needs, built once by `train` and handed to the loop."""
 
     cfg: TrainConfig
+    world: dw.World
     run_dir: Path
     data: DataBundle
-    model: nn.Module
+    model: nn.Module  # wrapped by the strategy
+    strategy: object
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     sampler: EpochBatchSampler
-    loader: torch.utils.data.DataLoader
-    test_loader: torch.utils.data.DataLoader
+    loader: object
+    test_loader: object
     device: torch.device
     autocast_dtype: torch.dtype | None
-    log: MetricsLog
-    state: LoopState
+    log: MetricsLog | _NoLog
     meter: Meter
+    model_name: str = ""
+    n_params: int = 0
+    state: LoopState = field(default_factory=LoopState)
     bar: object = None
     last_eval: dict | None = None
 
@@ -86,6 +112,9 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None,
           resume: str | Path | None = None, on_eval=None) -> RunResult:
     """Train a model and return its result; the run directory holds config, metrics, checkpoints.
 
+    With `config.workers > 1`, starts that many local worker processes (data-parallel, gloo on
+    CPU, NCCL on CUDA) and waits for them; under torchrun, runs as the rank torchrun says.
+
     Args:
         config: the run's configuration (default: `TrainConfig()`, an MLP on the embedded digits).
         model: any `torch.nn.Module` mapping a batch of samples to class logits; default: the
@@ -93,11 +122,12 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None,
         train_data, test_data: any map-style `Dataset` of `(features, label)` pairs, given
             together; default: `config.data`.
         resume: a run directory to continue from its latest checkpoint.
-        on_eval: called as `on_eval(epoch, metrics)` after each evaluation (e.g. for pruning).
+        on_eval: called as `on_eval(epoch, metrics)` after each evaluation (e.g. for pruning);
+            one process only.
 
     Raises:
         MlscaleError: bad config, data, device or checkpoint (a user mistake).
-        RunFailed: the loss became NaN/Inf; the last good checkpoint is kept.
+        RunFailed: the loss became NaN/Inf (the last good checkpoint is kept), or a worker failed.
 
     Example:
         >>> import mlscale
@@ -105,49 +135,58 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None,
         >>> result.test_accuracy > 0.9  # doctest: +SKIP
         True
     """
-    t_start = time.perf_counter()
-    cfg, saved = _resolve_config(config, resume)
+    cfg, _ = _resolve_config(config, resume)
     if (train_data is None) != (test_data is None):
         raise MlscaleError("give train_data and test_data together (or neither, to use config.data)")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    device = choose_device(cfg.device).device
-    data = _user_data(train_data, test_data, cfg) if train_data is not None else build_data(cfg.data, cfg.seed)
-    net = (model if model is not None else build_model(cfg.model, data.input_shape, data.n_classes)).to(device)
+    world = dw.world_from_env()
+    if cfg.workers > 1 and not world.distributed:
+        if on_eval is not None:
+            raise MlscaleError("on_eval is called in one process only: use workers=1 with it")
+        from mlscale.training.distributed.launch import launch_workers
 
-    sampler = EpochBatchSampler(len(data.train), cfg.batch_size, seed=cfg.seed)
-    if sampler.batches_per_epoch() == 0:
-        raise MlscaleError(f"batch_size {cfg.batch_size} is larger than the training split ({len(data.train)} samples)")
-    loader_kw = dict(num_workers=cfg.data.num_workers, prefetch_factor=cfg.data.prefetch_factor,
-                     pin_memory=device.type == "cuda")
-    steps_per_epoch = math.ceil(sampler.batches_per_epoch() / cfg.grad_accum_steps)
-    optimizer = build_optimizer(cfg.optim, net)
-    run = _Run(
-        cfg=cfg, run_dir=Path(resume) if resume else _new_run_dir(cfg, net if model is not None else None, data),
-        data=data, model=net, optimizer=optimizer,
-        scheduler=build_scheduler(cfg.optim, optimizer, steps_per_epoch * cfg.epochs),
-        sampler=sampler, loader=make_loader(data.train, sampler, **loader_kw),
-        test_loader=make_loader(data.test, EpochBatchSampler(len(data.test), cfg.eval_batch_size, shuffle=False,
-                                                             drop_last=False), **loader_kw),
-        device=device, autocast_dtype=choose_autocast_dtype(cfg.precision, device),
-        log=None, state=LoopState(), meter=Meter(device),
-    )
-    if resume:
-        _restore(run, saved)
-    atomic_write_text(run.run_dir / "config.yaml", _yaml(to_dict(cfg)))
-    run.log = MetricsLog(run.run_dir / "metrics.jsonl", keep_records=run.state.n_records if resume else None)
+        return launch_workers(cfg, model=model, train_data=train_data, test_data=test_data, resume=resume)
+    if world.distributed and cfg.workers not in (1, world.world_size):
+        raise MlscaleError(f"workers={cfg.workers}, but the launcher started {world.world_size} processes: "
+                           f"under torchrun, leave workers at 1")
+    return run_in_world(cfg, world, model=model, train_data=train_data, test_data=test_data,
+                        resume=resume, on_eval=on_eval)
+
+
+def run_in_world(cfg: TrainConfig, world: dw.World, *, model=None, train_data=None, test_data=None,
+                 resume=None, on_eval=None, run_dir: Path | None = None,
+                 store_addr: tuple[str, int] | None = None) -> RunResult:
+    """Train as rank `world.rank` of `world.world_size`, joining (and leaving) the process group
+    when there are several. `run_dir` and `store_addr` come from mlscale's own launcher."""
+    t_start = time.perf_counter()
+    device = choose_device(cfg.device).device
+    device = dw.device_for(world, device)
+    if cfg.threads or world.distributed:
+        torch.set_num_threads(cfg.threads or dw.threads_per_worker(world))
+    owns_group = world.distributed
+    if owns_group:
+        dw.init_process_group(world, device, cfg.dist.timeout_s, store_addr)
+    run = None
     try:
-        _say(run, f"training {type(net).__name__} ({_n_params(net):,} parameters) on {data.name} "
-                  f"({len(data.train)} train / {len(data.test)} test), {device}"
-                  f"{', bf16 autocast' if run.autocast_dtype else ''}, {cfg.epochs} epochs x {steps_per_epoch} steps"
-                  f"{f' (resuming at step {run.state.step})' if resume else ''}")
-        completed = _fit(run, steps_per_epoch * cfg.epochs, on_eval)
-        return _finish(run, completed, time.perf_counter() - t_start)
+        run = _build_run(cfg, world, device, model, train_data, test_data, resume, run_dir)
+        _say(run, f"training {run.model_name} ({run.n_params:,} parameters) on {run.data.name} "
+                  f"({len(run.data.train)} train / {len(run.data.test)} test), {device}"
+                  f"{f' x {world.world_size} workers ({cfg.strategy})' if world.distributed else ''}"
+                  f"{', bf16 autocast' if run.autocast_dtype else ''}, {cfg.epochs} epochs x "
+                  f"{_steps_per_epoch(run)} steps{f' (resuming at step {run.state.step})' if resume else ''}")
+        completed = _fit(run, _steps_per_epoch(run) * cfg.epochs, on_eval)
+        result = _finish(run, completed, time.perf_counter() - t_start)
+    except BaseException:
+        owns_group = False  # leave at once: the other ranks may be stuck in a collective; the launcher ends them
+        raise
     finally:
-        run.log.close()
-        if run.bar is not None:
-            run.bar.close()
+        if run is not None:
+            run.log.close()
+            if run.bar is not None:
+                run.bar.close()
+        if owns_group:
+            run = None  # release the wrapped model before the group goes (shared/PLATFORM.md)
+            dw.shutdown(world)
+    return result
 
 
 def _fit(run: _Run, total_steps: int, on_eval) -> bool:
@@ -155,29 +194,31 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
     cfg, model, opt, state, meter = run.cfg, run.model, run.optimizer, run.state, run.meter
     accum, n_micro = cfg.grad_accum_steps, run.sampler.batches_per_epoch()
     autocast = torch.autocast(run.device.type, dtype=run.autocast_dtype) if run.autocast_dtype else nullcontext()
-    run.bar = _progress_bar(cfg, total_steps, state.step)
+    run.bar = _progress_bar(run, total_steps)
     meter.reset()
     for epoch in range(state.epoch, cfg.epochs):
         run.sampler.set_epoch(epoch, start_batch=state.batch)
         model.train()
-        for x, y in run.loader:  # input pipeline: this rank's batches of this epoch
+        for x, y in run.loader:  # input pipeline: this rank's shard of each global batch
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             group = min(accum, n_micro - state.batch // accum * accum)  # micro-batches in this step
-            with autocast:
-                logits = model(x)  # forward
-            loss = F.cross_entropy(logits.float(), y)  # loss
-            (loss / group if group > 1 else loss).backward()  # backward (gradients add up over the group)
+            last = (state.batch + 1) % accum == 0 or state.batch + 1 == n_micro
+            with nullcontext() if last else run.strategy.no_sync(model):  # sync gradients on the last only
+                with autocast:
+                    logits = model(x)  # forward
+                loss = F.cross_entropy(logits.float(), y)  # loss
+                (loss / group if group > 1 else loss).backward()  # backward (+ all-reduce when last)
             meter.add(loss, logits, y)
             state.batch += 1
-            if state.batch % accum and state.batch < n_micro:
-                continue  # more micro-batches before this optimizer step
+            if not last:
+                continue
             if cfg.grad_clip_norm:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
             opt.step()  # parameter update
             run.scheduler.step()  # learning-rate schedule
             opt.zero_grad(set_to_none=True)
             state.step += 1
-            state.samples += group * len(y)
+            state.samples += group * len(y) * run.world.world_size
             run.bar.update(1)
             if state.step % cfg.log_every_steps == 0:
                 _log_train(run)
@@ -201,13 +242,18 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
 
 def _log_train(run: _Run) -> None:
     window = run.meter.flush()
-    _require_finite(run, window["loss"])
+    # all ranks: the window's sums over the whole world (the same on every rank)
+    loss_sum, batches, correct, samples = dw.all_reduce_sum(
+        [window["loss"] * window["batches"], window["batches"], window["correct"], window["samples"]], run.device)
+    loss = loss_sum / max(1, batches)
+    _require_finite(run, loss)
     run.state.train_time_s += window["train_time_s"]
+    run.state.comm_time_s = run.strategy.comm_time_s or 0.0
     record = {
         "kind": "train", "step": run.state.step,
         "epoch": round(run.state.epoch + run.state.batch / run.sampler.batches_per_epoch(), 4),
-        "loss": window["loss"], "accuracy": window["accuracy"],
-        "samples_per_s": round(window["samples_per_s"], 1),
+        "loss": loss, "accuracy": correct / max(1, samples),
+        "samples_per_s": round(samples / window["train_time_s"], 1) if window["train_time_s"] else 0.0,
         "lr": run.scheduler.get_last_lr()[0],
     }
     run.log.write(record)
@@ -216,14 +262,16 @@ def _log_train(run: _Run) -> None:
     run.meter.resume()
 
 
-def _evaluate(run: _Run, on_eval=None) -> dict:
+def _evaluate(run: _Run, on_eval=None, log: bool = True) -> dict:
+    """Loss and accuracy over the whole test split: each rank evaluates its shard, sums are added."""
     run.meter.pause()
     sums = evaluate(run.model, run.test_loader, run.device, run.autocast_dtype)
-    count = max(1, sums["count"])
-    metrics = {"loss": sums["loss_sum"].item() / count, "accuracy": sums["correct"].item() / count,
-               "samples": sums["count"]}
-    run.log.write({"kind": "eval", "step": run.state.step, "epoch": run.state.epoch, **metrics})
-    run.last_eval = {**metrics, "step": run.state.step}
+    loss_sum, correct, count = dw.all_reduce_sum(
+        [sums["loss_sum"].item(), sums["correct"].item(), sums["count"]], run.device)
+    metrics = {"loss": loss_sum / max(1, count), "accuracy": correct / max(1, count), "samples": int(count)}
+    if log:
+        run.log.write({"kind": "eval", "step": run.state.step, "epoch": run.state.epoch, **metrics})
+        run.last_eval = {**metrics, "step": run.state.step}
     if on_eval is not None:
         on_eval(run.state.epoch, metrics)
     run.meter.resume()
@@ -242,65 +290,160 @@ def _require_finite(run: _Run, loss: float) -> None:
 
 
 def _save(run: _Run, path: Path) -> None:
-    """Save the whole state to `path`, after checking it is worth keeping (finite)."""
+    """Save the whole state to `path` (rank 0 writes; every rank takes part), after checking it is
+    worth keeping: the loss since the last record and every parameter shard finite on every rank."""
     run.meter.pause()
-    _require_finite(run, run.meter.loss_sum())
-    if not all(torch.isfinite(p).all() for p in run.model.parameters()):
+    local_bad = not math.isfinite(run.meter.loss_sum()) or not all(
+        bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in run.model.parameters())
+    (bad,) = dw.all_reduce_sum([float(local_bad)], run.device)
+    if bad:
         _require_finite(run, float("nan"))
-    run.state.n_records = run.log.n_records
-    loop = asdict(run.state) | {"train_time_s": run.state.train_time_s + run.meter.busy_s}
-    ckpt.save_checkpoint(path, {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "rng": ckpt.rng_state(),
-        "loop": loop,
-        "config": to_dict(run.cfg),
-        "data_fingerprint": run.data.fingerprint,
-    })
-    ckpt.prune_checkpoints(run.run_dir, run.cfg.keep_checkpoints)
+    model_state, optim_state = ckpt.capture_training_state(run.model, run.optimizer)
+    rng = dw.all_gather_object(ckpt.rng_state(), run.world)
+    if run.world.is_main:
+        run.state.n_records = run.log.n_records
+        run.state.comm_time_s = run.strategy.comm_time_s or 0.0
+        loop = asdict(run.state) | {"train_time_s": run.state.train_time_s + run.meter.busy_s}
+        ckpt.save_checkpoint(path, {
+            "model": model_state, "optimizer": optim_state, "scheduler": run.scheduler.state_dict(),
+            "rng": rng, "loop": loop, "config": to_dict(run.cfg), "data_fingerprint": run.data.fingerprint,
+            "micro_batch_samples": run.sampler.global_batch,
+        })
+        ckpt.prune_checkpoints(run.run_dir, run.cfg.keep_checkpoints)
     run.meter.resume()
 
 
-def _restore(run: _Run, saved: TrainConfig) -> None:
+def _restore(run: _Run) -> None:
+    """Load the newest checkpoint into this run. Rank 0 checks it first and tells the others; then
+    every rank reads the full state (the run directory is on a file system all ranks see)."""
+    error = None
+    if run.world.is_main:
+        try:
+            _read_resumable(run)
+        except MlscaleError as err:
+            error = str(err)
+    error = dw.broadcast_object(error, run.world)
+    if error:
+        raise MlscaleError(error)
+    payload = ckpt.load_checkpoint(ckpt.latest_checkpoint(run.run_dir))
+    try:
+        ckpt.restore_training_state(run.model, run.optimizer, payload["model"], payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise MlscaleError(f"the checkpoint does not fit this model: {str(err).splitlines()[0]}") from None
+    run.scheduler.load_state_dict(payload["scheduler"])
+    rng = payload["rng"]
+    ckpt.set_rng_state(rng[run.world.rank] if run.world.rank < len(rng) else rng[0])
+    run.state = LoopState(**payload["loop"])
+    # the position counts micro-batches of the saving world's size; convert to this world's
+    run.state.batch = run.state.batch * payload["micro_batch_samples"] // run.sampler.global_batch
+
+
+def _read_resumable(run: _Run) -> dict:
     path = ckpt.latest_checkpoint(run.run_dir)
     if path is None:
         raise MlscaleError(f"no checkpoint in {ckpt.checkpoint_dir(run.run_dir)} to resume from")
     payload = ckpt.load_checkpoint(path)
-    _check_compatible(to_dict(run.cfg), payload.get("config", {}), f"checkpoint {path}")
+    saved_cfg = payload.get("config", {})
+    _check_compatible(to_dict(run.cfg), saved_cfg, f"checkpoint {path}")
     if payload.get("data_fingerprint") != run.data.fingerprint:
         raise MlscaleError(f"the data changed since {path} was written (its samples or split differ); "
                            f"resume with the same data, or start a new run")
-    try:
-        run.model.load_state_dict(payload["model"])
-        run.optimizer.load_state_dict(payload["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise MlscaleError(f"checkpoint {path} does not fit this model: {str(err).splitlines()[0]}") from None
-    run.scheduler.load_state_dict(payload["scheduler"])
-    ckpt.set_rng_state(payload["rng"])
-    run.state = LoopState(**payload["loop"])
+    old_world = len(payload["rng"])
+    old_step_samples = payload["micro_batch_samples"] * saved_cfg.get("grad_accum_steps", 1)
+    new_step_samples = run.sampler.global_batch * run.cfg.grad_accum_steps
+    if old_step_samples != new_step_samples:
+        raise MlscaleError(
+            f"{path} was trained with {old_step_samples} samples per optimizer step ({old_world} worker(s) x "
+            f"batch_size {payload['micro_batch_samples'] // old_world} x grad_accum_steps "
+            f"{saved_cfg.get('grad_accum_steps', 1)}); this run has {new_step_samples}: keep workers x batch_size "
+            f"x grad_accum_steps the same")
+    if payload["loop"]["batch"] * payload["micro_batch_samples"] % run.sampler.global_batch:
+        raise MlscaleError(f"cannot resume {path} mid-epoch with this split of the global batch")
+    return payload
 
 
 def _finish(run: _Run, completed: bool, wall_time_s: float) -> RunResult:
     final = run.last_eval if run.last_eval and run.last_eval["step"] == run.state.step else None
     if final is None:  # stopped mid-epoch, or resumed a finished run: measure now, log nothing
-        sums = evaluate(run.model, run.test_loader, run.device, run.autocast_dtype)
-        count = max(1, sums["count"])
-        final = {"loss": sums["loss_sum"].item() / count, "accuracy": sums["correct"].item() / count}
-    state = run.state
+        final = _evaluate(run, log=False)
+    state, world = run.state, run.world
+    state.comm_time_s = run.strategy.comm_time_s or 0.0
+    global_sps = state.samples / state.train_time_s if state.train_time_s else 0.0
     result = RunResult(
         run_dir=run.run_dir, test_accuracy=final["accuracy"], test_loss=final["loss"],
-        samples_per_s=state.samples / state.train_time_s if state.train_time_s else 0.0,
-        train_time_s=state.train_time_s, wall_time_s=wall_time_s, steps=state.step,
-        epochs_done=state.epoch, completed=completed, device=str(run.device), model=run.model,
+        samples_per_s=global_sps, train_time_s=state.train_time_s, wall_time_s=wall_time_s, steps=state.step,
+        epochs_done=state.epoch, completed=completed, device=str(run.device), world_size=world.world_size,
+        samples_per_s_per_worker=global_sps / world.world_size,
+        step_time_s=state.train_time_s / state.step if state.step else 0.0,
+        comm_time_s_per_step=(state.comm_time_s / state.step if state.step else 0.0)
+        if run.strategy.comm_time_s is not None else None,
+        scaling_efficiency=_efficiency(run.cfg.baseline, global_sps, world.world_size),
+        rank=world.rank, model=None if world.distributed else run.strategy.unwrap(run.model),
     )
-    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items() if k != "model"}
-    atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    plot_curves(read_jsonl(run.log.path), run.run_dir / "curves.png", title=run.run_dir.name)
+    if world.is_main:
+        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()
+                   if k not in ("model", "rank")}
+        atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        plot_curves(read_jsonl(run.run_dir / "metrics.jsonl"), run.run_dir / "curves.png", title=run.run_dir.name)
     return result
 
 
-# --- set-up helpers ---------------------------------------------------------------------------------
+def _efficiency(baseline: str, samples_per_s: float, world_size: int) -> float | None:
+    """Throughput over world_size x the 1-worker baseline's (1.0: perfect linear scaling)."""
+    if not baseline:
+        return None
+    path = Path(baseline) / "summary.json"
+    try:
+        base = json.loads(path.read_text())["samples_per_s"]
+    except (OSError, ValueError, KeyError):
+        raise MlscaleError(f"baseline {baseline}: no readable summary.json with samples_per_s") from None
+    return samples_per_s / (world_size * base) if base else None
+
+
+# --- set-up -----------------------------------------------------------------------------------------
+
+
+def _build_run(cfg, world, device, model, train_data, test_data, resume, run_dir) -> _Run:
+    torch.manual_seed(cfg.seed)  # the same initial model on every rank
+    data = _user_data(train_data, test_data) if train_data is not None else build_data(cfg.data, cfg.seed)
+    net = (model if model is not None else build_model(cfg.model, data.input_shape, data.n_classes)).to(device)
+    if world.distributed:
+        torch.manual_seed(cfg.seed + 1_000_003 * world.rank)  # each rank its own dropout stream
+    sampler = EpochBatchSampler(len(data.train), cfg.batch_size, seed=cfg.seed, rank=world.rank,
+                                world_size=world.world_size)
+    if sampler.batches_per_epoch() == 0:
+        raise MlscaleError(f"batch_size {cfg.batch_size} x {world.world_size} worker(s) is larger than the "
+                           f"training split ({len(data.train)} samples)")
+    loader_kw = dict(num_workers=cfg.data.num_workers, prefetch_factor=cfg.data.prefetch_factor,
+                     pin_memory=device.type == "cuda")
+    model_name, n_params = type(net).__name__, _n_params(net)  # before a strategy wraps or shards it
+    strategy = build_strategy(cfg.strategy, world.world_size, device, cfg.dist.bucket_cap_mb)
+    wrapped = strategy.setup_module(net)
+    optimizer = build_optimizer(cfg.optim, wrapped)
+    if run_dir is None:
+        run_dir = Path(resume) if resume else (
+            _new_run_dir(cfg, net if model is not None else None, data) if world.is_main else None)
+        run_dir = dw.broadcast_object(run_dir, world)
+    test_sampler = EpochBatchSampler(len(data.test), cfg.eval_batch_size, shuffle=False, drop_last=False,
+                                     rank=world.rank, world_size=world.world_size)
+    run = _Run(
+        cfg=cfg, world=world, run_dir=Path(run_dir), data=data, model=wrapped, strategy=strategy,
+        optimizer=optimizer, scheduler=None, sampler=sampler, loader=make_loader(data.train, sampler, **loader_kw),
+        test_loader=make_loader(data.test, test_sampler, **loader_kw), device=device,
+        autocast_dtype=choose_autocast_dtype(cfg.precision, device), log=_NoLog(), meter=Meter(device),
+        model_name=model_name, n_params=n_params,
+    )
+    run.scheduler = build_scheduler(cfg.optim, optimizer, _steps_per_epoch(run) * cfg.epochs)
+    if resume:
+        _restore(run)
+    if world.is_main:
+        atomic_write_text(run.run_dir / "config.yaml", _yaml(to_dict(cfg)))
+        run.log = MetricsLog(run.run_dir / "metrics.jsonl", keep_records=run.state.n_records if resume else None)
+    return run
+
+
+def _steps_per_epoch(run: _Run) -> int:
+    return math.ceil(run.sampler.batches_per_epoch() / run.cfg.grad_accum_steps)
 
 
 def _resolve_config(config: TrainConfig | None, resume) -> tuple[TrainConfig, TrainConfig | None]:
@@ -324,7 +467,7 @@ def _check_compatible(new: dict, old: dict, what: str) -> None:
                            f"a resumed run must keep the config it started with")
 
 
-def _user_data(train_data: Dataset, test_data: Dataset, cfg: TrainConfig) -> DataBundle:
+def _user_data(train_data: Dataset, test_data: Dataset) -> DataBundle:
     """Describe user-given datasets: sample shape from the first sample, classes from the labels."""
     for name, ds in (("train_data", train_data), ("test_data", test_data)):
         if not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__") or len(ds) == 0:
@@ -345,15 +488,15 @@ def _new_run_dir(cfg: TrainConfig, user_model: nn.Module | None, data: DataBundl
     return new_run_dir(cfg.out_dir, cfg.name or f"{model_name}-{data.name}")
 
 
-def _progress_bar(cfg: TrainConfig, total: int, initial: int):
+def _progress_bar(run: _Run, total: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", disable=not cfg.progress, dynamic_ncols=True,
-                mininterval=0.25, leave=True)
+    return tqdm(total=total, initial=run.state.step, unit="step", disable=not (run.cfg.progress and run.world.is_main),
+                dynamic_ncols=True, mininterval=0.25, leave=True)
 
 
 def _say(run: _Run, message: str) -> None:
-    if run.cfg.progress:
+    if run.cfg.progress and run.world.is_main:
         print(message, flush=True)
 
 

@@ -57,6 +57,8 @@ class Meter:
         out = {
             "loss": self.loss_sum() / max(1, self.batches),
             "accuracy": correct / max(1, self.samples),
+            "batches": self.batches,
+            "correct": correct,
             "samples": self.samples,
             "train_time_s": self.busy_s,
             "samples_per_s": self.samples / self.busy_s if self.busy_s > 0 else 0.0,
