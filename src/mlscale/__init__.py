@@ -18,10 +18,15 @@ _LAZY = {
     "simulate": "mlscale.processors.systolic",
 }
 
-__all__ = ["MlscaleError", "RunFailed", "__version__", *_LAZY]
+# name -> subpackage exposed as an attribute (`mlscale.systolic.run_functional(...)`)
+_LAZY_MODULES = {"systolic": "mlscale.processors.systolic"}
+
+__all__ = ["MlscaleError", "RunFailed", "__version__", *_LAZY, *_LAZY_MODULES]
 
 
 def __getattr__(name):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
+    if name in _LAZY_MODULES:
+        return import_module(_LAZY_MODULES[name])
     raise AttributeError(f"module 'mlscale' has no attribute {name!r}")

@@ -147,6 +147,16 @@ def test_changed_data_file_is_detected_on_resume(small_config, tmp_path):
         train(None, resume=first.run_dir)
 
 
+def test_baseline_must_be_a_finished_run_of_the_same_job(small_config, tmp_path):
+    with pytest.raises(MlscaleError, match="not a finished run directory"):
+        train(small_config(baseline=str(tmp_path)))
+    base = train(small_config(epochs=1))
+    with pytest.raises(MlscaleError, match="ran another job: model.width=128 there, 64 here"):
+        train(small_config(epochs=1, model__width=64, baseline=str(base.run_dir)))
+    result = train(small_config(epochs=1, baseline=str(base.run_dir)))
+    assert 0.2 < result.scaling_efficiency < 5  # 1 worker vs itself: about 1, timing noise aside
+
+
 def test_bad_sizes(small_config):
     with pytest.raises(MlscaleError, match="larger than the training split"):
         train(small_config(batch_size=5000))
@@ -154,3 +164,14 @@ def test_bad_sizes(small_config):
         train(small_config(), train_data=ArrayDataset(torch.zeros(4, 2), torch.zeros(4).long()))
     with pytest.raises(MlscaleError, match="unknown device 'tpu9'"):
         train(small_config(device="tpu9"))
+
+
+def test_loader_workers_feed_the_same_batches(small_config):
+    in_process = train(small_config(epochs=1))
+    with_workers = train(small_config(epochs=1, data__num_workers=2, data__prefetch_factor=4))
+    torch.testing.assert_close(_params(with_workers.model), _params(in_process.model), atol=0, rtol=0)
+
+
+def test_bf16_autocast_runs_on_cpu_when_asked(small_config):
+    result = train(small_config(epochs=3, precision="bf16"))
+    assert result.test_accuracy > 0.85

@@ -138,6 +138,8 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None,
     cfg, _ = _resolve_config(config, resume)
     if (train_data is None) != (test_data is None):
         raise MlscaleError("give train_data and test_data together (or neither, to use config.data)")
+    if cfg.baseline:
+        _check_baseline(cfg)
     world = dw.world_from_env()
     if cfg.workers > 1 and not world.distributed:
         if on_eval is not None:
@@ -386,6 +388,20 @@ def _finish(run: _Run, completed: bool, wall_time_s: float) -> RunResult:
         atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_curves(read_jsonl(run.run_dir / "metrics.jsonl"), run.run_dir / "curves.png", title=run.run_dir.name)
     return result
+
+
+def _check_baseline(cfg: TrainConfig) -> None:
+    """The baseline must be a finished run of the same job (model, data, optimizer, batch per step)."""
+    base = Path(cfg.baseline)
+    if not (base / "summary.json").is_file() or not (base / "config.yaml").is_file():
+        raise MlscaleError(f"baseline {base}: not a finished run directory (no summary.json / config.yaml)")
+    theirs = to_dict(from_dict(TrainConfig, load_yaml(base / "config.yaml")))
+    ours = to_dict(cfg)
+    for section in ("model", "data", "optim"):
+        diff = [d for d in diff_fields(ours[section], theirs[section], section + ".") if d[0] not in RESUMABLE_FIELDS]
+        if diff:
+            k, a, b = diff[0]
+            raise MlscaleError(f"baseline {base} ran another job: {k}={b!r} there, {a!r} here")
 
 
 def _efficiency(baseline: str, samples_per_s: float, world_size: int) -> float | None:

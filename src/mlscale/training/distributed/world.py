@@ -86,26 +86,25 @@ def init_process_group(world: World, device: torch.device, timeout_s: float,
     if store_addr is not None:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # a local run stays on loopback
         host, port = store_addr
-        store = dist.TCPStore(host, port, world.world_size, is_master=False, timeout=timeout)
     else:
         host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", 29500))
-        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
-        if world.is_main and not agent_store:  # rank 0 serves the store, on MASTER_ADDR only
-            sock = listen(host, port)
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    try:
+        if store_addr is None and world.is_main and not agent_store:  # rank 0 serves, on MASTER_ADDR only
             store = dist.TCPStore(host, port, world.world_size, is_master=True, timeout=timeout,
-                                  wait_for_workers=False, master_listen_fd=sock.detach(), use_libuv=False)
+                                  wait_for_workers=False, master_listen_fd=listen(host, port).detach(),
+                                  use_libuv=False)
         else:
             store = dist.TCPStore(host, port, world.world_size, is_master=False, timeout=timeout)
-    try:
         dist.init_process_group(
             backend_for(device),
             store=dist.PrefixStore(f"mlscale/attempt{world.restart_count}", store),
             rank=world.rank, world_size=world.world_size, timeout=timeout,
             device_id=device if device.type == "cuda" else None,
         )
-    except (RuntimeError, dist.DistBackendError) as err:
-        raise RunFailed(f"rank {world.rank} could not join the process group at {host}:{port}: "
-                        f"{str(err).splitlines()[0]}") from None
+    except (RuntimeError, dist.DistError) as err:
+        raise RunFailed(f"rank {world.rank} could not join the process group at {host}:{port} within "
+                        f"{timeout_s:g} s: {str(err).strip().splitlines()[0]}") from None
 
 
 def listen(addr: str, port: int) -> socket.socket:
