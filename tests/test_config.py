@@ -36,6 +36,8 @@ def test_file_then_overrides_take_precedence(tmp_path):
         ([("model", "cnn")], "'model' is a section"),
         ([("epochs.x", "1")], "'epochs' is a field, not a section"),
         ([("data.input_shape", "1,0,8")], "data.input_shape[1] must be > 0, got 0"),
+        ([("seed", "100000000000000")], "seed must be <= 2147483647"),
+        ([("dist.timeout_s", "1e300")], "dist.timeout_s must be <= 1000000.0"),
     ],
 )
 def test_bad_overrides_name_the_field(overrides, message):
@@ -43,6 +45,13 @@ def test_bad_overrides_name_the_field(overrides, message):
         build_config({}, overrides)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_non_string_yaml_keys_are_unknown_keys():
+    with pytest.raises(MlscaleError, match="unknown config key '1'"):
+        build_config({1: 2})
+    with pytest.raises(MlscaleError, match="unknown config key 'True'"):
+        build_config({True: 1})
 
 
 def test_list_field_parses_from_string_and_yaml():

@@ -71,7 +71,7 @@ class DistConfig:
 
     master_addr: str = _f("127.0.0.1", "address mlscale's own launcher binds its rendezvous to (loopback unless you say)")
     master_port: int = _f(0, "rendezvous port of mlscale's own launcher (0: any free port)", ge=0, le=65535)
-    timeout_s: float = _f(300.0, "seconds a rendezvous or collective may wait before failing", gt=0.0)
+    timeout_s: float = _f(300.0, "seconds a rendezvous or collective may wait before failing", gt=0.0, le=1e6)
     bucket_cap_mb: float = _f(25.0, "ddp: gradient bucket size in MB (all-reduced as backward fills it)", gt=0.0)
 
 
@@ -81,7 +81,7 @@ class TrainConfig:
 
     name: str = _f("", "run name; the run directory is <out_dir>/<name>-<timestamp> (default: <model>-<dataset>)")
     out_dir: str = _f("runs", "where run directories are created")
-    seed: int = _f(0, "seed for the data split, shuffling, initialisation and dropout", ge=0)
+    seed: int = _f(0, "seed for the data split, shuffling, initialisation and dropout", ge=0, le=2**31 - 1)
     device: str = _f("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     precision: str = _f("auto", "auto (bf16 autocast on GPUs that support it, else fp32), fp32 or bf16", choices=("auto", "fp32", "bf16"))
     threads: int = _f(0, "CPU threads for torch per worker (0: torch's default; cores / local workers with several)", ge=0)
@@ -107,13 +107,15 @@ class TrainConfig:
 # Fields that may differ between a run and its resumption: they change how the run is carried out or
 # reported, not what it computes.
 RESUMABLE_FIELDS = frozenset({
-    "epochs", "device", "threads", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
+    "device", "threads", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "stop_at_step", "progress", "out_dir", "data.num_workers", "data.prefetch_factor",
     "strategy", "baseline", "dist.master_addr", "dist.master_port", "dist.timeout_s", "dist.bucket_cap_mb",
     # the split of the global batch among workers, micro-batches and accumulation may change, as long
     # as the global batch per optimizer step stays the same (checked by the engine)
     "workers", "batch_size", "grad_accum_steps",
 })
+# ... and `epochs` too when the learning rate does not depend on the run's length (checked by the engine)
+RESUMABLE_WITH_CONSTANT_SCHEDULE = frozenset({"epochs"})
 
 
 # --- building and validating --------------------------------------------------------------------
@@ -217,8 +219,8 @@ def diff_fields(a: dict, b: dict, prefix: str = "") -> list[tuple[str, Any, Any]
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _did_you_mean(key: str, choices, prefix: str) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1)
+def _did_you_mean(key, choices, prefix: str) -> str:
+    close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1)
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 

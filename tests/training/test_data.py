@@ -55,6 +55,13 @@ def test_user_files_read_the_same(tmp_path, kind):
     assert data.n_classes == 3 and data.input_shape == (3,)
 
 
+def test_csv_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("label,a\n1,2\n0,3\n".encode("utf-8-sig"))
+    x, y = read_table(path, "label")
+    assert x.tolist() == [[2.0], [3.0]] and y.tolist() == [1, 0]
+
+
 def test_string_labels_and_input_shape(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("a,b,c,d,kind\n" + "\n".join(f"{i},{i},{i},{i},{'cat' if i % 2 else 'dog'}" for i in range(10)))
@@ -92,6 +99,12 @@ def test_bad_files(tmp_path):
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 nope")
     with pytest.raises(MlscaleError, match="not a readable parquet"):
         read_table(tmp_path / "broken.parquet", "label")
+    np.savez(tmp_path / "scalar.npz", x=np.float64(3.0), label=np.zeros(1))
+    with pytest.raises(MlscaleError, match="one row per sample"):
+        read_table(tmp_path / "scalar.npz", "label")
+    np.savez(tmp_path / "complex.npz", x=np.ones((3, 2), dtype=complex), label=np.zeros(3))
+    with pytest.raises(MlscaleError, match="must be real numbers"):
+        read_table(tmp_path / "complex.npz", "label")
     np.savez(tmp_path / "nolabel.npz", x=np.zeros((3, 2)))
     with pytest.raises(MlscaleError, match="needs features in array 'x' and labels in array 'label'"):
         read_table(tmp_path / "nolabel.npz", "label")
@@ -119,7 +132,9 @@ def test_shards_are_disjoint_and_cover_the_epoch(n, b, world, epoch, drop_last):
     for rank in range(world):
         s = EpochBatchSampler(n, b, seed=7, rank=rank, world_size=world, drop_last=drop_last)
         s.set_epoch(epoch)
-        seen += [i for batch in s for i in batch]
+        batches = list(s)
+        assert len(batches) == s.batches_per_epoch()  # every rank the same number, empty ones included
+        seen += [i for batch in batches for i in batch]
     assert len(seen) == len(set(seen))
     expected = (n // (b * world)) * b * world if drop_last else n
     assert len(seen) == expected

@@ -88,6 +88,25 @@ def test_a_failing_worker_ends_the_run_with_rank_and_cause(small_config, how, me
     assert time.monotonic() - t0 < 60
 
 
+def test_uneven_sharded_evaluation_does_not_hang_fsdp(small_config):
+    """359 test samples in global eval batches of 358: rank 1's last shard is empty, yet every
+    rank must run the same forwards (FSDP all-gathers in each)."""
+    two = train(small_config(epochs=1, workers=2, batch_size=32, strategy="fsdp", eval_batch_size=179))
+    one = train(small_config(epochs=1, batch_size=64))
+    assert abs(two.test_accuracy - one.test_accuracy) < 1e-9
+
+
+class _Unpicklable(nn.Linear):
+    def __init__(self):
+        super().__init__(64, 10)
+        self.fn = lambda x: x
+
+
+def test_a_model_that_cannot_pickle_is_a_clear_error(small_config):
+    with pytest.raises(MlscaleError, match="must pickle"):
+        train(small_config(workers=2), model=_Unpicklable())
+
+
 def test_rendezvous_port_in_use_is_a_clear_error(small_config):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -126,13 +126,25 @@ def test_resume_with_another_config_or_data_is_refused(small_config, tmp_path):
         train(small_config(model__width=64), resume=first.run_dir)
     with pytest.raises(MlscaleError, match="not a run directory"):
         train(None, resume=tmp_path)
-    train(small_config(epochs=3), resume=first.run_dir)  # epochs may change on resume
+    with pytest.raises(MlscaleError, match="written with epochs=2, this config has epochs=3"):
+        train(small_config(epochs=3), resume=first.run_dir)  # with cosine, the length shapes the schedule
     other = train(small_config(stop_at_step=2, seed=5))
     ckpt_path = ckpt.latest_checkpoint(other.run_dir)
     target = ckpt.latest_checkpoint(first.run_dir)
     target.write_bytes(ckpt_path.read_bytes())  # a checkpoint copied in from another run
     with pytest.raises(MlscaleError, match="written with seed=5"):
         train(None, resume=first.run_dir)
+
+
+def test_extending_a_finished_constant_schedule_run_moves_forward(small_config):
+    done = train(small_config(epochs=1, optim__schedule="constant"))
+    part = train(small_config(epochs=3, optim__schedule="constant", stop_at_step=30), resume=done.run_dir)
+    assert part.steps == 30 and not part.completed
+    assert not (done.run_dir / "checkpoints" / "final.pt").exists()  # superseded by step 30
+    rest = train(small_config(epochs=3, optim__schedule="constant"), resume=done.run_dir)
+    assert rest.completed and rest.steps == 66
+    straight = train(small_config(epochs=3, optim__schedule="constant"))
+    torch.testing.assert_close(_params(rest.model), _params(straight.model), atol=1e-6, rtol=0)
 
 
 def test_changed_data_file_is_detected_on_resume(small_config, tmp_path):

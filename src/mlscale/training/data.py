@@ -38,7 +38,7 @@ class ArrayDataset(Dataset):
         return self.x[i], self.y[i]
 
     def __getitems__(self, indices):  # DataLoader fetches a whole batch with this (torch >= 2.0)
-        idx = torch.as_tensor(indices)
+        idx = torch.as_tensor(indices, dtype=torch.long)
         return self.x[idx], self.y[idx]
 
 
@@ -163,8 +163,10 @@ def _read_npz(path: Path, label_column: str):
         raise
     except Exception as err:  # zipfile/pickle/format errors of a malformed file
         raise MlscaleError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from None
-    if not np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_:
-        raise MlscaleError(f"{path}: array 'x' must be numeric, got {x.dtype}")
+    if not np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_ or np.iscomplexobj(x):
+        raise MlscaleError(f"{path}: array 'x' must be real numbers, got {x.dtype}")
+    if x.ndim < 1:
+        raise MlscaleError(f"{path}: array 'x' must hold one row per sample, got a single value")
     x = x.reshape(len(x), -1).astype(np.float64)
     if labels.ndim != 1 or len(labels) != len(x):
         raise MlscaleError(f"{path}: '{label_column}' must be 1-D with one label per row of 'x' ({len(x)})")
@@ -173,7 +175,7 @@ def _read_npz(path: Path, label_column: str):
 
 def _read_csv(path: Path, label_column: str):
     try:
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise MlscaleError(f"{path}: cannot read as CSV: {err}") from None
@@ -240,7 +242,9 @@ class EpochBatchSampler(Sampler[list[int]]):
     The epoch's order is a permutation of range(n) drawn from (seed, epoch) (identity when
     `shuffle` is off). It is cut into global batches of `batch_size * world_size`; rank r takes the
     r-th slice of `batch_size` of each. With `drop_last` a final partial global batch is dropped, so
-    every rank takes the same number of steps; without it, the remainder is split among the ranks.
+    every rank takes the same number of steps; without it, the remainder is split among the ranks as
+    evenly as it goes, and a rank whose part is empty still gets its (empty) batch: every rank runs
+    the same number of forward passes, which sharded models need (FSDP gathers in each one).
     `set_epoch(epoch, start_batch)` picks the epoch and where in it to start (for resumption).
     """
 
@@ -276,10 +280,7 @@ class EpochBatchSampler(Sampler[list[int]]):
             order = torch.arange(self.n)
         for b in range(self.start_batch, self.batches_per_epoch()):
             chunk = order[b * self.global_batch:(b + 1) * self.global_batch]
-            per_rank = self.batch_size if len(chunk) == self.global_batch else -(-len(chunk) // self.world_size)
-            mine = chunk[self.rank * per_rank:(self.rank + 1) * per_rank]
-            if len(mine):
-                yield mine
+            yield torch.tensor_split(chunk, self.world_size)[self.rank]
 
 
 class InMemoryBatches:
@@ -304,6 +305,11 @@ def _batched(batch):
     return batch
 
 
+def _collate(batch):
+    """default_collate, with None for the empty batch a rank may get at the end of evaluation."""
+    return default_collate(batch) if len(batch) else None
+
+
 def make_loader(dataset: Dataset, sampler: EpochBatchSampler, *, num_workers: int = 0,
                 prefetch_factor: int = 2, pin_memory: bool = False):
     """Batches of `dataset` in `sampler`'s order: a DataLoader (with worker processes when asked
@@ -316,7 +322,7 @@ def make_loader(dataset: Dataset, sampler: EpochBatchSampler, *, num_workers: in
     return DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=_batched if isinstance(dataset, ArrayDataset) else default_collate,
+        collate_fn=_batched if isinstance(dataset, ArrayDataset) else _collate,
         pin_memory=pin_memory,
         generator=torch.Generator(),  # worker seeds from here, not from the global RNG (resumable dropout)
         **workers,

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from mlscale.config import RESUMABLE_FIELDS, TrainConfig, diff_fields, from_dict, load_yaml, to_dict, validate
+from mlscale.config import RESUMABLE_FIELDS, RESUMABLE_WITH_CONSTANT_SCHEDULE, TrainConfig, diff_fields, from_dict, load_yaml, to_dict, validate
 from mlscale.errors import MlscaleError, RunFailed
 from mlscale.processors.devices import choose_autocast_dtype, choose_device
 from mlscale.runs import MetricsLog, atomic_write_text, new_run_dir, read_jsonl
@@ -102,6 +102,7 @@ class _Run:
     meter: Meter
     model_name: str = ""
     n_params: int = 0
+    comm_base_s: float = 0.0  # all-reduce time of the run before it was resumed here
     state: LoopState = field(default_factory=LoopState)
     bar: object = None
     last_eval: dict | None = None
@@ -250,7 +251,7 @@ def _log_train(run: _Run) -> None:
     loss = loss_sum / max(1, batches)
     _require_finite(run, loss)
     run.state.train_time_s += window["train_time_s"]
-    run.state.comm_time_s = run.strategy.comm_time_s or 0.0
+    run.state.comm_time_s = _comm_time(run)
     record = {
         "kind": "train", "step": run.state.step,
         "epoch": round(run.state.epoch + run.state.batch / run.sampler.batches_per_epoch(), 4),
@@ -280,6 +281,10 @@ def _evaluate(run: _Run, on_eval=None, log: bool = True) -> dict:
     return metrics
 
 
+def _comm_time(run: _Run) -> float:
+    return run.comm_base_s + (run.strategy.comm_time_s or 0.0)
+
+
 def _require_finite(run: _Run, loss: float) -> None:
     if math.isfinite(loss):
         return
@@ -304,14 +309,16 @@ def _save(run: _Run, path: Path) -> None:
     rng = dw.all_gather_object(ckpt.rng_state(), run.world)
     if run.world.is_main:
         run.state.n_records = run.log.n_records
-        run.state.comm_time_s = run.strategy.comm_time_s or 0.0
+        run.state.comm_time_s = _comm_time(run)
         loop = asdict(run.state) | {"train_time_s": run.state.train_time_s + run.meter.busy_s}
         ckpt.save_checkpoint(path, {
             "model": model_state, "optimizer": optim_state, "scheduler": run.scheduler.state_dict(),
             "rng": rng, "loop": loop, "config": to_dict(run.cfg), "data_fingerprint": run.data.fingerprint,
-            "micro_batch_samples": run.sampler.global_batch,
+            "micro_batch_samples": run.sampler.global_batch, "steps_per_epoch": _steps_per_epoch(run),
         })
         ckpt.prune_checkpoints(run.run_dir, run.cfg.keep_checkpoints)
+        if path.name != ckpt.FINAL:  # a resumed, extended run has moved past its old final state
+            (ckpt.checkpoint_dir(run.run_dir) / ckpt.FINAL).unlink(missing_ok=True)
     run.meter.resume()
 
 
@@ -336,6 +343,7 @@ def _restore(run: _Run) -> None:
     rng = payload["rng"]
     ckpt.set_rng_state(rng[run.world.rank] if run.world.rank < len(rng) else rng[0])
     run.state = LoopState(**payload["loop"])
+    run.comm_base_s = run.state.comm_time_s
     # the position counts micro-batches of the saving world's size; convert to this world's
     run.state.batch = run.state.batch * payload["micro_batch_samples"] // run.sampler.global_batch
 
@@ -359,6 +367,11 @@ def _read_resumable(run: _Run) -> dict:
             f"batch_size {payload['micro_batch_samples'] // old_world} x grad_accum_steps "
             f"{saved_cfg.get('grad_accum_steps', 1)}); this run has {new_step_samples}: keep workers x batch_size "
             f"x grad_accum_steps the same")
+    if payload["steps_per_epoch"] != _steps_per_epoch(run):
+        raise MlscaleError(
+            f"{path} was trained with {payload['steps_per_epoch']} optimizer steps per epoch; this split of the "
+            f"global batch gives {_steps_per_epoch(run)} (the remainder of an epoch differs): keep batch_size x "
+            f"workers per micro-batch, or resume with the original split")
     if payload["loop"]["batch"] * payload["micro_batch_samples"] % run.sampler.global_batch:
         raise MlscaleError(f"cannot resume {path} mid-epoch with this split of the global batch")
     return payload
@@ -369,7 +382,7 @@ def _finish(run: _Run, completed: bool, wall_time_s: float) -> RunResult:
     if final is None:  # stopped mid-epoch, or resumed a finished run: measure now, log nothing
         final = _evaluate(run, log=False)
     state, world = run.state, run.world
-    state.comm_time_s = run.strategy.comm_time_s or 0.0
+    state.comm_time_s = _comm_time(run)
     global_sps = state.samples / state.train_time_s if state.train_time_s else 0.0
     result = RunResult(
         run_dir=run.run_dir, test_accuracy=final["accuracy"], test_loss=final["loss"],
@@ -397,6 +410,14 @@ def _check_baseline(cfg: TrainConfig) -> None:
         raise MlscaleError(f"baseline {base}: not a finished run directory (no summary.json / config.yaml)")
     theirs = to_dict(from_dict(TrainConfig, load_yaml(base / "config.yaml")))
     ours = to_dict(cfg)
+    try:
+        sps = json.loads((base / "summary.json").read_text())["samples_per_s"]
+        if not float(sps) > 0:
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise MlscaleError(f"baseline {base}: summary.json holds no positive samples_per_s") from None
+    if theirs["workers"] != 1:
+        raise MlscaleError(f"baseline {base} ran {theirs['workers']} workers; scaling efficiency needs a 1-worker run")
     for section in ("model", "data", "optim"):
         diff = [d for d in diff_fields(ours[section], theirs[section], section + ".") if d[0] not in RESUMABLE_FIELDS]
         if diff:
@@ -476,7 +497,8 @@ def _resolve_config(config: TrainConfig | None, resume) -> tuple[TrainConfig, Tr
 
 
 def _check_compatible(new: dict, old: dict, what: str) -> None:
-    changed = [(k, a, b) for k, a, b in diff_fields(new, old) if k not in RESUMABLE_FIELDS]
+    free = RESUMABLE_FIELDS | (RESUMABLE_WITH_CONSTANT_SCHEDULE if new["optim"]["schedule"] == "constant" else set())
+    changed = [(k, a, b) for k, a, b in diff_fields(new, old) if k not in free]
     if changed:
         k, a, b = changed[0]
         raise MlscaleError(f"{what} was written with {k}={b!r}, this config has {k}={a!r}; "

@@ -76,8 +76,10 @@ def evaluate(model: nn.Module, loader, device: torch.device, autocast_dtype=None
     correct = torch.zeros((), device=device, dtype=torch.int64)
     count = 0
     ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for batch in loader:
+        if batch is None:  # an empty shard of a user dataset: nothing to evaluate on this rank
+            continue
+        x, y = (t.to(device, non_blocking=True) for t in batch)
         with ctx:
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")

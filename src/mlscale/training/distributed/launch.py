@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import multiprocessing as mp
+import pickle
 import signal
 import tempfile
 import traceback
@@ -38,13 +39,13 @@ def launch_workers(cfg: TrainConfig, *, model=None, train_data=None, test_data=N
         from mlscale.training.data import build_data
 
         data = build_data(cfg.data, cfg.seed)
+    sock = listen(cfg.dist.master_addr, cfg.dist.master_port)  # before the run directory: a busy port leaves none
     if resume:
         run_dir = Path(resume)
     else:
         run_dir = engine._new_run_dir(cfg, model, data)
         atomic_write_text(run_dir / "config.yaml", engine._yaml(to_dict(cfg)))
 
-    sock = listen(cfg.dist.master_addr, cfg.dist.master_port)
     port = sock.getsockname()[1]
     store = dist.TCPStore(cfg.dist.master_addr, port, cfg.workers, is_master=True, wait_for_workers=False,
                           timeout=datetime.timedelta(seconds=cfg.dist.timeout_s),
@@ -59,7 +60,11 @@ def launch_workers(cfg: TrainConfig, *, model=None, train_data=None, test_data=N
     ]
     try:
         for p in procs:
-            p.start()
+            try:
+                p.start()
+            except (pickle.PicklingError, AttributeError, TypeError) as err:
+                raise MlscaleError(f"with workers > 1 the model and datasets must pickle (each worker is a new "
+                                   f"process): {str(err).splitlines()[0]}") from None
         _watch(procs, errors)
     finally:
         _stop(procs)
@@ -116,6 +121,7 @@ def _failure(rank: int, exitcode: int, errors: Path) -> MlscaleError:
 
 
 def _stop(procs: list) -> None:
+    procs = [p for p in procs if p.pid is not None]  # started ones
     for p in procs:
         if p.is_alive():
             p.terminate()

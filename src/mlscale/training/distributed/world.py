@@ -84,7 +84,8 @@ def init_process_group(world: World, device: torch.device, timeout_s: float,
     """
     timeout = datetime.timedelta(seconds=timeout_s)
     if store_addr is not None:
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # a local run stays on loopback
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # a local run stays on loopback,
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")  # NCCL's bootstrap too
         host, port = store_addr
     else:
         host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", 29500))

@@ -32,7 +32,7 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Linear(cfg.width, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(x.shape[0], -1)
+        x = x.reshape(x.shape[0], self.n_features)
         x = F.pad(x, (0, self.n_tokens * self.patch_size - self.n_features))
         tokens = self.embed(x.reshape(x.shape[0], self.n_tokens, self.patch_size)) + self.position  # (B, T, C)
         return self.head(self.norm(self.encoder(tokens)).mean(dim=1))
