@@ -280,7 +280,7 @@ class EpochBatchSampler(Sampler[list[int]]):
             order = torch.arange(self.n)
         for b in range(self.start_batch, self.batches_per_epoch()):
             chunk = order[b * self.global_batch:(b + 1) * self.global_batch]
-            yield torch.tensor_split(chunk, self.world_size)[self.rank]
+            yield chunk if self.world_size == 1 else torch.tensor_split(chunk, self.world_size)[self.rank]
 
 
 class InMemoryBatches:
