@@ -136,7 +136,7 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None,
         >>> result.test_accuracy > 0.9  # doctest: +SKIP
         True
     """
-    cfg, _ = _resolve_config(config, resume)
+    cfg = _resolve_config(config, resume)
     if (train_data is None) != (test_data is None):
         raise MlscaleError("give train_data and test_data together (or neither, to use config.data)")
     if cfg.baseline:
@@ -410,12 +410,7 @@ def _check_baseline(cfg: TrainConfig) -> None:
         raise MlscaleError(f"baseline {base}: not a finished run directory (no summary.json / config.yaml)")
     theirs = to_dict(from_dict(TrainConfig, load_yaml(base / "config.yaml")))
     ours = to_dict(cfg)
-    try:
-        sps = json.loads((base / "summary.json").read_text())["samples_per_s"]
-        if not float(sps) > 0:
-            raise ValueError
-    except (OSError, ValueError, KeyError, TypeError):
-        raise MlscaleError(f"baseline {base}: summary.json holds no positive samples_per_s") from None
+    _baseline_samples_per_s(cfg.baseline)
     if theirs["workers"] != 1:
         raise MlscaleError(f"baseline {base} ran {theirs['workers']} workers; scaling efficiency needs a 1-worker run")
     for section in ("model", "data", "optim"):
@@ -425,16 +420,19 @@ def _check_baseline(cfg: TrainConfig) -> None:
             raise MlscaleError(f"baseline {base} ran another job: {k}={b!r} there, {a!r} here")
 
 
+def _baseline_samples_per_s(baseline: str) -> float:
+    try:
+        sps = float(json.loads((Path(baseline) / "summary.json").read_text())["samples_per_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        sps = 0.0
+    if not sps > 0:
+        raise MlscaleError(f"baseline {baseline}: summary.json holds no positive samples_per_s")
+    return sps
+
+
 def _efficiency(baseline: str, samples_per_s: float, world_size: int) -> float | None:
     """Throughput over world_size x the 1-worker baseline's (1.0: perfect linear scaling)."""
-    if not baseline:
-        return None
-    path = Path(baseline) / "summary.json"
-    try:
-        base = json.loads(path.read_text())["samples_per_s"]
-    except (OSError, ValueError, KeyError):
-        raise MlscaleError(f"baseline {baseline}: no readable summary.json with samples_per_s") from None
-    return samples_per_s / (world_size * base) if base else None
+    return samples_per_s / (world_size * _baseline_samples_per_s(baseline)) if baseline else None
 
 
 # --- set-up -----------------------------------------------------------------------------------------
@@ -483,17 +481,17 @@ def _steps_per_epoch(run: _Run) -> int:
     return math.ceil(run.sampler.batches_per_epoch() / run.cfg.grad_accum_steps)
 
 
-def _resolve_config(config: TrainConfig | None, resume) -> tuple[TrainConfig, TrainConfig | None]:
-    """The config to run, and (when resuming) the one the run was started with."""
+def _resolve_config(config: TrainConfig | None, resume) -> TrainConfig:
+    """The config to run; when resuming, checked against the one the run was started with."""
     if resume is None:
-        return validate(config if config is not None else TrainConfig()), None
+        return validate(config if config is not None else TrainConfig())
     run_dir = Path(resume)
     if not (run_dir / "config.yaml").is_file():
         raise MlscaleError(f"cannot resume {run_dir}: not a run directory (no config.yaml)")
     saved = validate(from_dict(TrainConfig, load_yaml(run_dir / "config.yaml")))
     cfg = validate(config) if config is not None else saved
     _check_compatible(to_dict(cfg), to_dict(saved), f"run {run_dir}")
-    return cfg, saved
+    return cfg
 
 
 def _check_compatible(new: dict, old: dict, what: str) -> None:
