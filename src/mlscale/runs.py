@@ -14,24 +14,32 @@ import time
 from pathlib import Path
 from typing import Callable, IO
 
-from mlscale.errors import MlscaleError
+from mlscale.errors import MlscaleError, RunFailed
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write `path` atomically: `write(f)` fills a temp file that then replaces `path`."""
+    """Write `path` atomically: `write(f)` fills a temp file that then replaces `path`.
+
+    Raises:
+        RunFailed: the file system refused (full disk, read-only, no permission); `path` is
+            left as it was.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are ordinary readable files
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+        fsync_dir(path.parent)
+    except OSError as err:
+        raise RunFailed(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        if tmp is not None and Path(tmp).exists():
+            Path(tmp).unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -75,15 +83,25 @@ class MetricsLog:
             lines = self.path.read_text().splitlines(keepends=True)[:keep_records]
             atomic_write_text(self.path, "".join(lines))
             self.n_records = len(lines)
-        self._file = self.path.open("a")
+        try:
+            self._file = self.path.open("a")
+        except OSError as err:
+            raise RunFailed(f"cannot append to {self.path}: {err.strerror or err}") from None
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as err:
+            raise RunFailed(f"cannot append to {self.path}: {err.strerror or err}") from None
         self.n_records += 1
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # the write that failed was reported already
+            pass
+
 
 
 def read_jsonl(path: Path) -> list[dict]:

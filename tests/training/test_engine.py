@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -131,7 +132,11 @@ def test_resume_with_another_config_or_data_is_refused(small_config, tmp_path):
     other = train(small_config(stop_at_step=2, seed=5))
     ckpt_path = ckpt.latest_checkpoint(other.run_dir)
     target = ckpt.latest_checkpoint(first.run_dir)
-    target.write_bytes(ckpt_path.read_bytes())  # a checkpoint copied in from another run
+    target.write_bytes(ckpt_path.read_bytes())  # bytes copied over a recorded checkpoint: caught by its checksum
+    with pytest.raises(MlscaleError, match="no usable checkpoint"):
+        train(None, resume=first.run_dir)
+    shutil.rmtree(ckpt.checkpoint_dir(first.run_dir))  # another run's whole checkpoint directory
+    shutil.copytree(ckpt.checkpoint_dir(other.run_dir), ckpt.checkpoint_dir(first.run_dir))
     with pytest.raises(MlscaleError, match="written with seed=5"):
         train(None, resume=first.run_dir)
 
@@ -153,7 +158,10 @@ def test_changed_data_file_is_detected_on_resume(small_config, tmp_path):
     path.write_text("a,b,label\n" + "\n".join(rows) + "\n")
     first = train(small_config(data__dataset=str(path), batch_size=8, stop_at_step=3))
     path.write_text("a,b,label\n" + "\n".join(rows[:90]) + "\n")
-    with pytest.raises(MlscaleError, match="the data changed since"):
+    with pytest.raises(MlscaleError, match=r"the data changed since .*\(80 train / 20 test samples then, 72 / 18 now\)"):
+        train(None, resume=first.run_dir)
+    path.write_text("a,b,label\n" + "\n".join(rows[:99] + ["6,4,1"]) + "\n")  # same size, one row edited
+    with pytest.raises(MlscaleError, match="the data changed since .*same size, other contents"):
         train(None, resume=first.run_dir)
 
 

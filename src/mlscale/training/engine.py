@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -314,6 +315,7 @@ def _save(run: _Run, path: Path) -> None:
         ckpt.save_checkpoint(path, {
             "model": model_state, "optimizer": optim_state, "scheduler": run.scheduler.state_dict(),
             "rng": rng, "loop": loop, "config": to_dict(run.cfg), "data_fingerprint": run.data.fingerprint,
+            "data_samples": [len(run.data.train), len(run.data.test)],
             "micro_batch_samples": run.sampler.global_batch, "steps_per_epoch": _steps_per_epoch(run),
         })
         ckpt.prune_checkpoints(run.run_dir, run.cfg.keep_checkpoints)
@@ -323,18 +325,18 @@ def _save(run: _Run, path: Path) -> None:
 
 
 def _restore(run: _Run) -> None:
-    """Load the newest checkpoint into this run. Rank 0 checks it first and tells the others; then
-    every rank reads the full state (the run directory is on a file system all ranks see)."""
-    error = None
+    """Load the newest good checkpoint into this run. Rank 0 picks and checks it and tells the
+    others; then every rank reads the full state (the run directory is on a file system all see)."""
+    error, path = None, None
     if run.world.is_main:
         try:
-            _read_resumable(run)
+            path = _read_resumable(run)
         except MlscaleError as err:
             error = str(err)
-    error = dw.broadcast_object(error, run.world)
+    error, path = dw.broadcast_object((error, path), run.world)
     if error:
         raise MlscaleError(error)
-    payload = ckpt.load_checkpoint(ckpt.latest_checkpoint(run.run_dir))
+    payload = ckpt.load_checkpoint(path)
     try:
         ckpt.restore_training_state(run.model, run.optimizer, payload["model"], payload["optimizer"])
     except (RuntimeError, ValueError, KeyError) as err:
@@ -348,15 +350,23 @@ def _restore(run: _Run) -> None:
     run.state.batch = run.state.batch * payload["micro_batch_samples"] // run.sampler.global_batch
 
 
-def _read_resumable(run: _Run) -> dict:
-    path = ckpt.latest_checkpoint(run.run_dir)
+def _read_resumable(run: _Run) -> Path:
+    """The checkpoint to resume from, checked against this run; newer unusable ones are reported."""
+    latest = ckpt.find_latest(run.run_dir)
+    for line in latest.report():
+        print(f"mlscale: warning: {line}", file=sys.stderr, flush=True)
+    path = latest.path
     if path is None:
-        raise MlscaleError(f"no checkpoint in {ckpt.checkpoint_dir(run.run_dir)} to resume from")
+        raise MlscaleError(f"no usable checkpoint in {ckpt.checkpoint_dir(run.run_dir)} to resume from")
     payload = ckpt.load_checkpoint(path)
     saved_cfg = payload.get("config", {})
     _check_compatible(to_dict(run.cfg), saved_cfg, f"checkpoint {path}")
     if payload.get("data_fingerprint") != run.data.fingerprint:
-        raise MlscaleError(f"the data changed since {path} was written (its samples or split differ); "
+        then, now = payload.get("data_samples"), [len(run.data.train), len(run.data.test)]
+        how = (f"{then[0]} train / {then[1]} test samples then, {now[0]} / {now[1]} now" if then and then != now
+               else f"same size, other contents: fingerprint {payload.get('data_fingerprint')} then, "
+                    f"{run.data.fingerprint} now")
+        raise MlscaleError(f"the data changed since {path} was written ({how}); "
                            f"resume with the same data, or start a new run")
     old_world = len(payload["rng"])
     old_step_samples = payload["micro_batch_samples"] * saved_cfg.get("grad_accum_steps", 1)
@@ -374,7 +384,7 @@ def _read_resumable(run: _Run) -> dict:
             f"workers per micro-batch, or resume with the original split")
     if payload["loop"]["batch"] * payload["micro_batch_samples"] % run.sampler.global_batch:
         raise MlscaleError(f"cannot resume {path} mid-epoch with this split of the global batch")
-    return payload
+    return path
 
 
 def _finish(run: _Run, completed: bool, wall_time_s: float) -> RunResult:
