@@ -86,6 +86,7 @@ class TrainConfig:
     precision: str = _f("auto", "auto (bf16 autocast on GPUs that support it, else fp32), fp32 or bf16", choices=("auto", "fp32", "bf16"))
     threads: int = _f(0, "CPU threads for torch per worker (0: torch's default; cores / local workers with several)", ge=0)
     workers: int = _f(1, "local worker processes mlscale starts (under torchrun, torchrun's world is used)", gt=0)
+    max_restarts: int = _f(0, "restart all workers up to this many times after one dies, resuming from the latest checkpoint (as torchrun --max-restarts)", ge=0, le=1000)
     strategy: str = _f("ddp", "with several workers: ddp (replicated model) or fsdp (sharded parameters, gradients, optimizer state)", choices=("ddp", "fsdp"))
     baseline: str = _f("", "a 1-worker run directory of the same config: the summary adds scaling efficiency against it")
     epochs: int = _f(10, "passes over the training split", gt=0)
@@ -112,7 +113,7 @@ RESUMABLE_FIELDS = frozenset({
     "strategy", "baseline", "dist.master_addr", "dist.master_port", "dist.timeout_s", "dist.bucket_cap_mb",
     # the split of the global batch among workers, micro-batches and accumulation may change, as long
     # as the global batch per optimizer step stays the same (checked by the engine)
-    "workers", "batch_size", "grad_accum_steps",
+    "workers", "batch_size", "grad_accum_steps", "max_restarts",
 })
 # ... and `epochs` too when the learning rate does not depend on the run's length (checked by the engine)
 RESUMABLE_WITH_CONSTANT_SCHEDULE = frozenset({"epochs"})

@@ -149,3 +149,19 @@ def test_a_rendezvous_that_times_out_is_a_clear_error(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("mlscale train: error: ")
     assert f"rank 1 could not join the process group at 127.0.0.1:{port} within 3 s" in last
+
+
+def test_a_user_model_on_two_workers_matches_one_worker(small_config):
+    """Each worker gets its own copy of the model: no parameter storage shared between ranks (through
+    multiprocessing, torch would share it, and every rank's optimizer would update the same tensors)."""
+    x = torch.randn(256, 4, generator=torch.Generator().manual_seed(1))
+    data = ArrayDataset(x, (x[:, 0] > x[:, 1]).long())
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2))
+
+    mine = make()
+    two = train(small_config(workers=2, batch_size=8), model=mine, train_data=data, test_data=data)
+    one = train(small_config(batch_size=16), model=make(), train_data=data, test_data=data)
+    torch.testing.assert_close(_params(two.model), _params(one.model), atol=1e-6, rtol=0)

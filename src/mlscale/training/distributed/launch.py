@@ -3,8 +3,12 @@
 The rendezvous store is served by this (parent) process on a socket bound to `dist.master_addr`
 (127.0.0.1 by default: torchrun's store binds every interface whatever it is told, see
 shared/PLATFORM.md). Each worker joins as a client and runs the same engine as rank r of N.
-A worker that raises or dies ends the run: the others are stopped, and the error names the rank
-and the cause (the worker's own exception, or the signal that killed it), so nothing hangs.
+A worker that raises or dies ends the attempt: the others are stopped, and the error names the rank
+and the cause (the worker's own exception, or the signal that killed it), so nothing hangs. With
+`max_restarts` left and a crash that a restart can cure (a killed worker, a broken connection, not a
+config mistake or a diverged loss), all workers are started again and resume from the latest good
+checkpoint, as torchrun's elastic agent does. Workers die with the launcher (PR_SET_PDEATHSIG), so a
+killed launcher leaves no orphan writing to the run directory.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import datetime
 import json
 import multiprocessing as mp
+import os
 import pickle
 import signal
+import sys
 import tempfile
 import traceback
 from multiprocessing.connection import wait
@@ -46,16 +52,53 @@ def launch_workers(cfg: TrainConfig, *, model=None, train_data=None, test_data=N
         run_dir = engine._new_run_dir(cfg, model, data)
         atomic_write_text(run_dir / "config.yaml", engine._yaml(to_dict(cfg)))
 
+    # The model goes to each worker as plain pickle bytes: through multiprocessing, torch would hand
+    # every worker the parent's parameter storage in shared memory, and each rank's optimizer would
+    # then update the same tensors (N updates per step, and the parent's model changed under it).
+    try:
+        model_bytes = pickle.dumps(model) if model is not None else None
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        raise MlscaleError(f"with workers > 1 the model must pickle (each worker is a new process): "
+                           f"{str(err).splitlines()[0]}") from None
     port = sock.getsockname()[1]
     store = dist.TCPStore(cfg.dist.master_addr, port, cfg.workers, is_master=True, wait_for_workers=False,
                           timeout=datetime.timedelta(seconds=cfg.dist.timeout_s),
                           master_listen_fd=sock.detach(), use_libuv=False)
     errors = Path(tempfile.mkdtemp(prefix=".workers-", dir=run_dir))
+    try:
+        for attempt in range(cfg.max_restarts + 1):
+            try:
+                _run_attempt(cfg, attempt, (cfg.dist.master_addr, port), model_bytes, train_data, test_data, resume,
+                             run_dir, errors)
+                break
+            except _AttemptFailed as failed:
+                if not failed.restartable or attempt == cfg.max_restarts:
+                    if attempt and isinstance(failed.error, RunFailed):
+                        raise RunFailed(f"{failed.error} (after {attempt} restart{'s' * (attempt > 1)})") from None
+                    raise failed.error from None
+                resume = _prepare_restart(run_dir, failed.error, attempt + 1, cfg.max_restarts)
+    finally:
+        del store
+        for f in errors.glob("*"):
+            f.unlink()
+        errors.rmdir()
+    return _parent_result(cfg, run_dir, model, data)
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, error: MlscaleError, restartable: bool):
+        self.error, self.restartable = error, restartable
+
+
+def _run_attempt(cfg, attempt, store_addr, model_bytes, train_data, test_data, resume, run_dir, errors) -> None:
+    """Start every rank (in the store's namespace for this attempt) and wait for them all."""
+    for f in errors.glob("*"):
+        f.unlink()
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no inherited threads or CUDA state
     procs = [
         ctx.Process(target=_worker, name=f"mlscale-rank{rank}",
-                    args=(cfg, World(rank, cfg.workers, rank, cfg.workers), (cfg.dist.master_addr, port),
-                          model, train_data, test_data, resume, run_dir, errors))
+                    args=(cfg, World(rank, cfg.workers, rank, cfg.workers, restart_count=attempt), store_addr,
+                          model_bytes, train_data, test_data, resume, run_dir, errors, os.getpid()))
         for rank in range(cfg.workers)
     ]
     try:
@@ -68,31 +111,54 @@ def launch_workers(cfg: TrainConfig, *, model=None, train_data=None, test_data=N
         _watch(procs, errors)
     finally:
         _stop(procs)
-        del store
-        for f in errors.glob("*"):
-            f.unlink()
-        errors.rmdir()
-    return _parent_result(cfg, run_dir, model, data)
 
 
-def _worker(cfg, world, store_addr, model, train_data, test_data, resume, run_dir, errors: Path) -> None:
+def _prepare_restart(run_dir: Path, error: MlscaleError, restart: int, max_restarts: int) -> Path | None:
+    """Say what happened and where the next attempt starts: the latest good checkpoint, or the
+    beginning (with the dead attempt's metrics dropped) when none was written yet."""
+    from mlscale.training import checkpoint as ckpt
+
+    latest = ckpt.latest_checkpoint(run_dir)
+    where = f"resuming from {latest.name}" if latest else "from the start (no checkpoint yet)"
+    print(f"mlscale: {error}; restarting the workers ({restart}/{max_restarts}), {where}", file=sys.stderr, flush=True)
+    if latest is None:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        return None
+    return run_dir
+
+
+def _worker(cfg, world, store_addr, model_bytes, train_data, test_data, resume, run_dir, errors: Path,
+            launcher_pid: int) -> None:
     """One rank. On failure it records its error for the parent and exits at once, without the
     group's teardown: the other ranks may be blocked in a collective that will never finish."""
-    import os
-
     from mlscale.training.engine import run_in_world
 
+    _die_with(launcher_pid)
     try:
+        model = pickle.loads(model_bytes) if model_bytes is not None else None
         run_in_world(cfg, world, model=model, train_data=train_data, test_data=test_data, resume=resume,
                      run_dir=run_dir, store_addr=store_addr)
     except BaseException as err:  # noqa: BLE001 - reported to the parent, whatever it is
         record = {"rank": world.rank, "type": type(err).__name__, "message": str(err).strip().splitlines()[0]
                   if str(err).strip() else type(err).__name__, "user_error": isinstance(err, MlscaleError)
-                  and not isinstance(err, RunFailed), "traceback": traceback.format_exc()}
+                  and not isinstance(err, RunFailed), "mlscale_error": isinstance(err, MlscaleError),
+                  "traceback": traceback.format_exc()}
         try:
             (errors / f"rank{world.rank}.json").write_text(json.dumps(record))
         finally:
             os._exit(1)
+
+
+def _die_with(launcher_pid: int) -> None:
+    """Have the kernel SIGKILL this worker when the launcher dies (Linux), so that a killed
+    launcher leaves no orphan that could write into the run directory a resumed run is using."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != launcher_pid:  # it died before the line above took effect
+        os._exit(1)
 
 
 def _watch(procs: list, errors: Path) -> None:
@@ -108,16 +174,19 @@ def _watch(procs: list, errors: Path) -> None:
                 raise _failure(rank, p.exitcode, errors)
 
 
-def _failure(rank: int, exitcode: int, errors: Path) -> MlscaleError:
+def _failure(rank: int, exitcode: int, errors: Path) -> _AttemptFailed:
+    """The first failed rank's error, and whether a restart could cure it: a crash can be, a
+    mistake in the config or data, or a diverged loss, cannot (it would only happen again)."""
     path = errors / f"rank{rank}.json"
     if path.exists():
         record = json.loads(path.read_text())
         if record["user_error"]:
-            return MlscaleError(record["message"])
-        return RunFailed(f"worker rank {rank} failed: {record['type']}: {record['message']}")
+            return _AttemptFailed(MlscaleError(record["message"]), restartable=False)
+        return _AttemptFailed(RunFailed(f"worker rank {rank} failed: {record['type']}: {record['message']}"),
+                              restartable=not record.get("mlscale_error"))
     if exitcode < 0:
-        return RunFailed(f"worker rank {rank} was killed by {signal.Signals(-exitcode).name}")
-    return RunFailed(f"worker rank {rank} exited with status {exitcode}")
+        return _AttemptFailed(RunFailed(f"worker rank {rank} was killed by {signal.Signals(-exitcode).name}"), True)
+    return _AttemptFailed(RunFailed(f"worker rank {rank} exited with status {exitcode}"), True)
 
 
 def _stop(procs: list) -> None:
