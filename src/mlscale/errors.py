@@ -7,9 +7,13 @@ otherwise). Anything else that escapes is a bug and keeps its traceback.
 
 
 class MlscaleError(Exception):
-    """A problem the user can fix: bad config, missing file, unknown name."""
+    """A problem the user can fix: bad config, missing file, unknown name. Its message is one line
+    (a library's multi-line message quoted in it is folded), so the CLI prints exactly one."""
 
     exit_code = 2
+
+    def __init__(self, message: object = ""):
+        super().__init__(" ".join(str(message).split()))
 
 
 class RunFailed(MlscaleError):

@@ -71,8 +71,9 @@ def load_checkpoint(path: Path) -> dict:
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MlscaleError(f"refusing to load {path}: it is not a plain weights file ({first})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise MlscaleError(f"checkpoint {path} is unreadable or truncated: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # noqa: BLE001 - any failure of the (code-free) weights-only reader: a damaged file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MlscaleError(f"checkpoint {path} is unreadable or truncated: {first}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MlscaleError(f"{path} is not an mlscale checkpoint (format {FORMAT})")
     return payload
