@@ -222,3 +222,52 @@ def test_a_refused_write_is_one_line_and_exit_1(tmp_path):
     assert proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("mlscale train: error: cannot write checkpoint ")
     assert proc.stderr.strip().endswith("File too large; no earlier checkpoint exists")
+
+
+_ELASTIC_WORKER = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_faults import KilledOnRank1, _pairs
+from mlscale import TrainConfig, train
+cfg = TrainConfig(out_dir={out!r}, progress=False, threads=1, batch_size=8, epochs=2, checkpoint_every_steps=4)
+cfg.dist.timeout_s = 15.0  # rank 0 notices its dead peer at the next collective, at the latest
+data = _pairs()
+train(cfg, model=KilledOnRank1(at=11, marker={marker!r}), train_data=data, test_data=data)
+"""
+
+
+@pytest.mark.multiprocess
+def test_an_elastic_restart_under_torchrun_resumes_the_same_run(small_config, tmp_path):
+    """What torchrun --max-restarts does, with its agent's store served here on 127.0.0.1 (torchrun's
+    own binds every interface): attempt 0 loses rank 1 to SIGKILL; attempt 1 (TORCHELASTIC_RESTART_COUNT=1)
+    finds the run directory in the surviving store, resumes from its checkpoint and ends as if
+    uninterrupted."""
+    from mlscale.training.distributed.world import listen
+
+    sock = listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    store = dist.TCPStore("127.0.0.1", port, 2, is_master=True, wait_for_workers=False,  # noqa: F841 - serves
+                          master_listen_fd=sock.detach(), use_libuv=False)
+    script = _ELASTIC_WORKER.format(tests=str(Path(__file__).parent), out=str(tmp_path / "runs"),
+                                    marker=str(tmp_path / "killed-once"))
+    for attempt in (0, 1):
+        procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=dict(os.environ, RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r),
+                                                      LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                                                      MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",
+                                                      TORCHELASTIC_USE_AGENT_STORE="true",
+                                                      TORCHELASTIC_RESTART_COUNT=str(attempt)))
+                 for r in range(2)]
+        outs = [p.communicate(timeout=240) for p in procs]
+        codes = [p.returncode for p in procs]
+        if attempt == 0:
+            assert codes[1] == -signal.SIGKILL and codes[0] != 0, outs
+        else:
+            assert codes == [0, 0], outs
+    (run_dir,) = (tmp_path / "runs").iterdir()  # one directory for both attempts
+    data = _pairs()
+    whole = train(small_config(workers=2, batch_size=8, epochs=2, checkpoint_every_steps=4),
+                  model=KilledOnRank1(at=0, marker=None), train_data=data, test_data=data)
+    torch.testing.assert_close(_saved_params(run_dir), _params(whole.model), atol=1e-6, rtol=0)
+    steps = [r["step"] for r in map(__import__("json").loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+    assert steps == sorted(steps)  # the dead attempt's records after the checkpoint were dropped

@@ -166,12 +166,12 @@ def run_in_world(cfg: TrainConfig, world: dw.World, *, model=None, train_data=No
     device = dw.device_for(world, device)
     if cfg.threads or world.distributed:
         torch.set_num_threads(cfg.threads or dw.threads_per_worker(world))
-    owns_group = world.distributed
+    owns_group, store = world.distributed, None
     if owns_group:
-        dw.init_process_group(world, device, cfg.dist.timeout_s, store_addr)
+        store = dw.init_process_group(world, device, cfg.dist.timeout_s, store_addr)
     run = None
     try:
-        run = _build_run(cfg, world, device, model, train_data, test_data, resume, run_dir)
+        run = _build_run(cfg, world, device, model, train_data, test_data, resume, run_dir, store)
         _say(run, f"training {run.model_name} ({run.n_params:,} parameters) on {run.data.name} "
                   f"({len(run.data.train)} train / {len(run.data.test)} test), {device}"
                   f"{f' x {world.world_size} workers ({cfg.strategy})' if world.distributed else ''}"
@@ -448,7 +448,7 @@ def _efficiency(baseline: str, samples_per_s: float, world_size: int) -> float |
 # --- set-up -----------------------------------------------------------------------------------------
 
 
-def _build_run(cfg, world, device, model, train_data, test_data, resume, run_dir) -> _Run:
+def _build_run(cfg, world, device, model, train_data, test_data, resume, run_dir, store=None) -> _Run:
     torch.manual_seed(cfg.seed)  # the same initial model on every rank
     data = _user_data(train_data, test_data) if train_data is not None else build_data(cfg.data, cfg.seed)
     net = (model if model is not None else build_model(cfg.model, data.input_shape, data.n_classes)).to(device)
@@ -465,10 +465,15 @@ def _build_run(cfg, world, device, model, train_data, test_data, resume, run_dir
     strategy = build_strategy(cfg.strategy, world.world_size, device, cfg.dist.bucket_cap_mb)
     wrapped = strategy.setup_module(net)
     optimizer = build_optimizer(cfg.optim, wrapped)
-    if run_dir is None:
-        run_dir = Path(resume) if resume else (
-            _new_run_dir(cfg, net if model is not None else None, data) if world.is_main else None)
-        run_dir = dw.broadcast_object(run_dir, world)
+    restarted = False
+    if run_dir is None and resume:
+        run_dir = Path(resume)
+    elif run_dir is None and store is not None:  # under torchrun: one directory for all ranks and restarts
+        run_dir, restarted = dw.shared_run_dir(world, store, lambda: _new_run_dir(cfg, net if model is not None else None, data))
+        latest = ckpt.latest_checkpoint(Path(run_dir)) if restarted and world.is_main else None
+        resume = dw.broadcast_object(run_dir if latest else None, world)  # else: start again, same directory
+    elif run_dir is None:
+        run_dir = _new_run_dir(cfg, net if model is not None else None, data)
     test_sampler = EpochBatchSampler(len(data.test), cfg.eval_batch_size, shuffle=False, drop_last=False,
                                      rank=world.rank, world_size=world.world_size)
     run = _Run(
@@ -483,7 +488,8 @@ def _build_run(cfg, world, device, model, train_data, test_data, resume, run_dir
         _restore(run)
     if world.is_main:
         atomic_write_text(run.run_dir / "config.yaml", _yaml(to_dict(cfg)))
-        run.log = MetricsLog(run.run_dir / "metrics.jsonl", keep_records=run.state.n_records if resume else None)
+        run.log = MetricsLog(run.run_dir / "metrics.jsonl",
+                             keep_records=run.state.n_records if resume else 0 if restarted else None)
     return run
 
 

@@ -75,12 +75,13 @@ def threads_per_worker(world: World) -> int:
 
 
 def init_process_group(world: World, device: torch.device, timeout_s: float,
-                       store_addr: tuple[str, int] | None = None) -> None:
+                       store_addr: tuple[str, int] | None = None) -> dist.Store:
     """Join the process group: with `store_addr`, as a client of mlscale's own launcher's store
     (bound to loopback); otherwise from torchrun's MASTER_ADDR/MASTER_PORT.
 
     The store is namespaced by restart attempt: after an elastic restart, the dead attempt's keys
-    stay in torchrun's store and confuse a new group (shared/PLATFORM.md).
+    stay in torchrun's store and confuse a new group (shared/PLATFORM.md). Returns the store itself,
+    un-namespaced: under torchrun it outlives the attempt (see `shared_run_dir`).
     """
     timeout = datetime.timedelta(seconds=timeout_s)
     if store_addr is not None:
@@ -106,6 +107,22 @@ def init_process_group(world: World, device: torch.device, timeout_s: float,
     except (RuntimeError, dist.DistError) as err:
         raise RunFailed(f"rank {world.rank} could not join the process group at {host}:{port} within "
                         f"{timeout_s:g} s: {str(err).strip().splitlines()[0]}") from None
+    return store
+
+
+RUN_DIR_KEY = "mlscale/run_dir"
+
+
+def shared_run_dir(world: World, store: dist.Store, make) -> tuple[str, bool]:
+    """The run directory every rank and every elastic restart of this job writes to, and whether
+    this attempt is a restart that should continue it. Rank 0 of the first attempt makes it
+    (`make()`) and records it in the store; torchrun's agent store outlives the attempt, so the
+    workers of a restart (TORCHELASTIC_RESTART_COUNT > 0) find it there and resume."""
+    if world.restart_count > 0 and store.check([RUN_DIR_KEY]):
+        return store.get(RUN_DIR_KEY).decode(), True
+    if world.is_main:
+        store.set(RUN_DIR_KEY, str(make()))
+    return store.get(RUN_DIR_KEY).decode(), False
 
 
 def listen(addr: str, port: int) -> socket.socket:
