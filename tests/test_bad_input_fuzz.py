@@ -16,7 +16,7 @@ from mlscale.config import TrainConfig, build_config, load_yaml
 from mlscale.training import checkpoint as ckpt
 from mlscale.training.data import read_table
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _clear(err: MlscaleError) -> None:

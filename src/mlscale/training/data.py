@@ -206,9 +206,14 @@ def _read_parquet(path: Path, label_column: str):
     except ImportError:
         raise MlscaleError("reading .parquet files needs pyarrow: pip install 'mlscale[parquet]'") from None
     try:
-        table = pq.read_table(path)
-    except Exception as err:  # pyarrow raises several types for malformed files
+        return _parquet_arrays(pq.read_table(path), path, label_column)
+    except MlscaleError:
+        raise
+    except Exception as err:  # pyarrow raises several types (some lazily, e.g. on a damaged name)
         raise MlscaleError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
+
+
+def _parquet_arrays(table, path: Path, label_column: str):
     if label_column not in table.column_names:
         raise MlscaleError(
             f"{path}: no label column '{label_column}' (data.label_column); columns are {', '.join(table.column_names)}"

@@ -84,8 +84,9 @@ def simulate(
     changes = {}
     if dataflow is not None:
         changes["dataflow"] = check_dataflow(dataflow)
-    if array is not None:
+    if array is not None and tuple(array) != (hw.rows, hw.cols):
         changes["rows"], changes["cols"] = array
+        changes["name"] = f"{hw.name}-{array[0]}x{array[1]}"  # reports must not pass it off as the named array
     if bandwidth_words_per_cycle is not None:
         changes["bandwidth_words_per_cycle"] = bandwidth_words_per_cycle
     if changes:
