@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -165,3 +166,46 @@ def test_a_user_model_on_two_workers_matches_one_worker(small_config):
     two = train(small_config(workers=2, batch_size=8), model=mine, train_data=data, test_data=data)
     one = train(small_config(batch_size=16), model=make(), train_data=data, test_data=data)
     torch.testing.assert_close(_params(two.model), _params(one.model), atol=1e-6, rtol=0)
+
+
+def _listening(pids: list[int]) -> list[str]:
+    """Local addresses of the TCP sockets these processes listen on ("127.0.0.1:port", ...)."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                addr, port = cols[1].split(":")
+                if v6:
+                    host = "::" if set(addr) == {"0"} else addr
+                else:
+                    host = ".".join(str(b) for b in reversed(bytes.fromhex(addr)))
+                found.append(f"{host}:{int(port, 16)}")
+    return found
+
+
+def test_every_socket_a_local_run_listens_on_is_loopback(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "mlscale", "train", "--workers", "2", "--epochs", "200",
+                             "--out_dir", str(tmp_path), "--progress", "false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("*/metrics.jsonl")) or not list(tmp_path.glob("*/metrics.jsonl"))[0].stat().st_size:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        children = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        addresses = _listening([proc.pid, *children])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(addresses) >= 2  # the launcher's store, and gloo's pairs in the workers
+    assert all(a.startswith("127.0.0.1:") for a in addresses), addresses
