@@ -14,6 +14,8 @@ from mlscale.errors import MlscaleError
 COMMANDS = {
     "train": ("train", "train a model (one process, or many with --workers)"),
     "systolic": ("systolic", "simulate a systolic array of MAC units, cycle by cycle (no torch needed)"),
+    "devices": ("devices", "every processor here: measured matmul FLOP/s and memory bandwidth, vendor peaks"),
+    "profile": ("profile", "per-layer FLOPs, bytes, intensity and time on each device; which processor and batch"),
 }
 
 
