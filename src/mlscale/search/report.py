@@ -46,7 +46,7 @@ def leaderboard(study, base: dict | None = None, rows: int = LEADERBOARD_ROWS) -
     and each failure's error."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
+    trials = _trials(study)
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
     names = list(study.user_attrs.get("space", {}) or {p for t in trials for p in t.params})
     header = ["rank", "trial", "accuracy", "epochs"] + names
@@ -134,9 +134,15 @@ def write_plots(study, study_dir: Path) -> dict[str, Path]:
     return out
 
 
+def _trials(study):
+    """The study's trials, less the surplus ones (started by a worker that lost a race for the
+    last trial of the budget, never run)."""
+    return [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+
+
 def _counts(study) -> dict[str, int]:
     counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
-    for t in study.get_trials(deepcopy=False):
+    for t in _trials(study):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     return counts
 

@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -159,12 +160,32 @@ def _fail_interrupted(study) -> None:
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
 
-def _counted(study) -> int:
-    """Trials that count against the budget: all but those a dead tuner or worker left behind."""
+def _counted(study, before: int | None = None) -> int:
+    """Trials that count against the budget (those numbered below `before`, if given): all but
+    those a dead tuner or worker left behind, and surplus ones."""
     from optuna.trial import TrialState
 
     return sum(1 for t in study.get_trials(deepcopy=False)
-               if not t.user_attrs.get("interrupted") and (t.state != TrialState.FAIL or "error" in t.user_attrs))
+               if (before is None or t.number < before) and not t.user_attrs.get("interrupted")
+               and not t.user_attrs.get("surplus") and (t.state != TrialState.FAIL or "error" in t.user_attrs))
+
+
+class _OverBudget(Exception):
+    """Two workers saw one trial left and both started one: the later-numbered one does not run."""
+
+
+def _objective(spec: StudySpec, study):
+    """run_trial, after checking this trial is within the budget. The storage numbers trials
+    atomically, so exactly the first `n_trials` counted ones run, however many workers race."""
+
+    def objective(trial):
+        if _counted(study, before=trial.number) >= spec.n_trials:
+            trial.set_user_attr("surplus", True)
+            raise _OverBudget("over budget: the last trial went to another worker")
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        return run_trial(trial, spec.space, spec.settings)
+
+    return objective
 
 
 def _work(spec: StudySpec, worker: int, progress_every_trial=None) -> None:
@@ -176,8 +197,7 @@ def _work(spec: StudySpec, worker: int, progress_every_trial=None) -> None:
     study = optuna.load_study(study_name=spec.study_name, storage=storage,
                               sampler=build_sampler(spec, worker), pruner=build_pruner(spec.pruner, spec.max_epochs))
     while _counted(study) < spec.n_trials:
-        study.optimize(lambda trial: run_trial(trial, spec.space, spec.settings), n_trials=1,
-                       catch=(Exception,), gc_after_trial=False)
+        study.optimize(_objective(spec, study), n_trials=1, catch=(Exception,), gc_after_trial=False)
         if progress_every_trial is not None:
             progress_every_trial(report.progress_line(study, spec.n_trials))
 
