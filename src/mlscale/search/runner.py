@@ -141,23 +141,25 @@ def _open_study(spec: StudySpec, resume: bool, progress: bool):
         raise MlscaleError(f"study '{spec.study_name}' searched another space; give a new --study name "
                            f"(or the space file it was started with)")
     if exists:
-        if is_local_journal(spec.storage_url):
-            _fail_interrupted(study)
         finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        interrupted = _fail_interrupted(study) if is_local_journal(spec.storage_url) else 0
         if progress:
-            print(f"continuing study '{spec.study_name}': {finished} finished trial(s) kept", file=sys.stderr)
+            print(f"continuing study '{spec.study_name}': {finished} finished trial(s) kept"
+                  + (f", {interrupted} interrupted one(s) marked failed" if interrupted else ""), file=sys.stderr)
     return study
 
 
-def _fail_interrupted(study) -> None:
+def _fail_interrupted(study) -> int:
     """Trials a killed tuner left RUNNING in its own journal: FAILED, marked `interrupted`."""
     from optuna.trial import TrialState
 
     storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in running:
         storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         storage.set_trial_user_attr(t._trial_id, "error", "interrupted: the tuner stopped while it ran")
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return len(running)
 
 
 def _counted(study, before: int | None = None) -> int:

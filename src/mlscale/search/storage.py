@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+import warnings
 from pathlib import Path
 
 from mlscale.errors import MlscaleError
@@ -62,13 +64,10 @@ def open_storage(url: str | None, study_dir: Path):
 
             return JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:"):
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}},
-                heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            return _rdb(url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
         if url.startswith(("postgresql:", "postgres:", "postgresql+")):
-            url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)  # psycopg 3, not psycopg2
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True},
-                                              heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            driver_url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)  # psycopg 3, not psycopg2
+            return _rdb(driver_url, engine_kwargs={"pool_pre_ping": True})
         raise MlscaleError(f"--storage {mask_url(url)}: unsupported; give sqlite:///FILE, "
                            f"postgresql://USER:PASSWORD@HOST/DB, or a journal file ending in .log")
     except MlscaleError:
@@ -77,8 +76,27 @@ def open_storage(url: str | None, study_dir: Path):
         raise MlscaleError(f"storage {mask_url(url)} needs the '{err.name}' module: "
                            f"pip install 'mlscale[postgres]'") from None
     except Exception as err:  # noqa: BLE001 - a driver's error, quoted on one line without the password
-        text = " ".join(str(err).split())[:300]
+        text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", " ".join(str(err).split()))[:300]
         raise MlscaleError(f"cannot open storage {mask_url(url)}: {scrub(text, url)}") from None
+
+
+def _rdb(url: str, engine_kwargs: dict, attempts: int = 5):
+    """Optuna's RDBStorage with a heartbeat. Tuners that start together on an empty database race
+    to create Optuna's tables (PostgreSQL: a duplicate-key error from `CREATE TYPE`, found by the
+    two-tuner test); the loser retries, and then finds the tables made."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def repair_journal(path: Path) -> None:
