@@ -70,7 +70,7 @@ def test_sqlite_storage_with_parallel_workers(tmp_path):
 
 @pytest.mark.multiprocess
 def test_killing_the_tuner_loses_no_finished_trial(tmp_path):
-    proc = _tune(tmp_path, "--trials", "8", "--parallel", "2", "--sampler", "random", start_new_session=True)
+    proc = _tune(tmp_path, "--trials", "6", "--parallel", "2", "--sampler", "random", start_new_session=True)
     journal = tmp_path / "runs" / "tune-space" / "journal.log"
     storage, finished, deadline = None, [], time.monotonic() + 240
     while time.monotonic() < deadline:  # kill it once 2 trials are done, with others running
@@ -90,7 +90,7 @@ def test_killing_the_tuner_loses_no_finished_trial(tmp_path):
               if t.state.is_finished()}
     assert len(before) >= 2
 
-    resumed = _tune(tmp_path, "--trials", "8", "--parallel", "2", "--sampler", "random", "--resume")
+    resumed = _tune(tmp_path, "--trials", "6", "--parallel", "2", "--sampler", "random", "--resume")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert f"continuing study 'space': {len(before)} finished trial(s) kept" in err
@@ -98,7 +98,7 @@ def test_killing_the_tuner_loses_no_finished_trial(tmp_path):
     for number, kept in before.items():  # every trial finished before the kill is there, unchanged
         assert (trials[number].state, trials[number].value, trials[number].params) == kept
     counted = [t for t in trials if not t.user_attrs.get("interrupted") and not t.user_attrs.get("surplus")]
-    assert len(counted) == 8 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert len(counted) == 6 and all(t.state == TrialState.COMPLETE for t in counted)
     for t in trials:
         if t.user_attrs.get("interrupted"):  # the trials the kill cut short are failed, with the reason
             assert t.state == TrialState.FAIL and t.user_attrs["error"].startswith("interrupted")
