@@ -13,6 +13,7 @@ from mlscale.errors import MlscaleError
 # command -> (module under mlscale.cli, one-line help)
 COMMANDS = {
     "train": ("train", "train a model (one process, or many with --workers)"),
+    "tune": ("tune", "search hyperparameters and architectures with Optuna: parallel trials, early stopping"),
     "systolic": ("systolic", "simulate a systolic array of MAC units, cycle by cycle (no torch needed)"),
     "devices": ("devices", "every processor here: measured matmul FLOP/s and memory bandwidth, vendor peaks"),
     "profile": ("profile", "per-layer FLOPs, bytes, intensity and time on each device; which processor and batch"),
