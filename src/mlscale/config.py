@@ -72,7 +72,8 @@ class DistConfig:
     master_addr: str = _f("127.0.0.1", "address mlscale's own launcher binds its rendezvous to (loopback unless you say)")
     master_port: int = _f(0, "rendezvous port of mlscale's own launcher (0: any free port)", ge=0, le=65535)
     timeout_s: float = _f(300.0, "seconds a rendezvous or collective may wait before failing", gt=0.0, le=1e6)
-    bucket_cap_mb: float = _f(25.0, "ddp: gradient bucket size in MB (all-reduced as backward fills it)", gt=0.0)
+    bucket_cap_mb: float = _f(0.0, "ddp: gradient bucket size in MB, all-reduced as backward fills it (0: torch DDP's "
+                                   "default, 25 MB after a small 1 MB first bucket)", ge=0.0)
 
 
 @dataclass

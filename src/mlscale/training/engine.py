@@ -52,6 +52,7 @@ class RunResult:
     samples_per_s_per_worker: float = 0.0
     step_time_s: float = 0.0  # mean wall time of an optimizer step
     comm_time_s_per_step: float | None = None  # gradient all-reduce in flight per step (ddp)
+    input_wait_s_per_step: float = 0.0  # waiting for the input pipeline's next batch, per step
     scaling_efficiency: float | None = None  # vs the `baseline` 1-worker run, when given
     rank: int = 0
     model: nn.Module | None = field(default=None, repr=False)
@@ -67,6 +68,7 @@ class LoopState:
     samples: int = 0  # training samples processed, all workers
     train_time_s: float = 0.0  # time spent in training steps (not evaluation or checkpoints)
     comm_time_s: float = 0.0  # of which a gradient collective was in flight (ddp)
+    input_wait_s: float = 0.0  # of which this rank waited for the input pipeline's next batch
     n_records: int = 0  # metrics.jsonl records written
 
 
@@ -203,7 +205,7 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
     for epoch in range(state.epoch, cfg.epochs):
         run.sampler.set_epoch(epoch, start_batch=state.batch)
         model.train()
-        for x, y in run.loader:  # input pipeline: this rank's shard of each global batch
+        for x, y in _timed_fetch(run.loader, state):  # input pipeline: this rank's shard of each global batch
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             group = min(accum, n_micro - state.batch // accum * accum)  # micro-batches in this step
             last = (state.batch + 1) % accum == 0 or state.batch + 1 == n_micro
@@ -227,6 +229,8 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
             if state.step % cfg.log_every_steps == 0:
                 _log_train(run)
             if state.step == cfg.stop_at_step:
+                if run.meter.batches:  # the last, partial window counts too
+                    _log_train(run)
                 _save(run, ckpt.step_checkpoint_path(run.run_dir, state.step))
                 return False
             if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0 and state.step < total_steps:
@@ -244,6 +248,20 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
 # --- what the loop calls ----------------------------------------------------------------------------
 
 
+def _timed_fetch(loader, state: LoopState):
+    """`loader`'s batches, adding the time spent waiting for each to `state.input_wait_s`: the
+    input pipeline's share of a step (zero when prefetching loader workers keep ahead)."""
+    batches = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        state.input_wait_s += time.perf_counter() - t0
+        yield batch
+
+
 def _log_train(run: _Run) -> None:
     window = run.meter.flush()
     # all ranks: the window's sums over the whole world (the same on every rank)
@@ -259,6 +277,7 @@ def _log_train(run: _Run) -> None:
         "loss": loss, "accuracy": correct / max(1, samples),
         "samples_per_s": round(samples / window["train_time_s"], 1) if window["train_time_s"] else 0.0,
         "lr": run.scheduler.get_last_lr()[0],
+        "input_wait_s": round(run.state.input_wait_s, 6),  # cumulative, rank 0
     }
     run.log.write(record)
     run.bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}",
@@ -402,6 +421,7 @@ def _finish(run: _Run, completed: bool, wall_time_s: float) -> RunResult:
         step_time_s=state.train_time_s / state.step if state.step else 0.0,
         comm_time_s_per_step=(state.comm_time_s / state.step if state.step else 0.0)
         if run.strategy.comm_time_s is not None else None,
+        input_wait_s_per_step=state.input_wait_s / state.step if state.step else 0.0,
         scaling_efficiency=_efficiency(run.cfg.baseline, global_sps, world.world_size),
         rank=world.rank, model=None if world.distributed else run.strategy.unwrap(run.model),
     )

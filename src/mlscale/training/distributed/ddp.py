@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 
 class DDPStrategy:
-    def __init__(self, device: torch.device, bucket_cap_mb: float = 25.0):
+    def __init__(self, device: torch.device, bucket_cap_mb: float = 0.0):
         self.device = device
         self.bucket_cap_mb = bucket_cap_mb
         self._timer = InFlightTimer()
@@ -24,7 +24,10 @@ class DDPStrategy:
 
     def setup_module(self, model: nn.Module) -> nn.Module:
         ids = [self.device.index] if self.device.type == "cuda" else None
-        ddp = DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=self.bucket_cap_mb)
+        # bucket_cap_mb only when the user set one: passing any value (even DDP's own 25) also makes
+        # DDP drop its small first bucket, whose early all-reduce lets communication start sooner
+        kw = {"bucket_cap_mb": self.bucket_cap_mb} if self.bucket_cap_mb else {}
+        ddp = DistributedDataParallel(model, device_ids=ids, **kw)
         ddp.register_comm_hook(self._timer, _timed_allreduce)
         return ddp
 

@@ -39,7 +39,7 @@ class SingleDevice:
 STRATEGIES = {"ddp": DDPStrategy, "fsdp": FSDPStrategy}
 
 
-def build_strategy(name: str, world_size: int, device: torch.device, bucket_cap_mb: float = 25.0):
+def build_strategy(name: str, world_size: int, device: torch.device, bucket_cap_mb: float = 0.0):
     if world_size == 1:
         return SingleDevice(device)
     return STRATEGIES[name](device, bucket_cap_mb=bucket_cap_mb)

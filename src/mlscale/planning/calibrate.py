@@ -1,0 +1,264 @@
+"""Calibration: the measurements the cost model needs, taken on this machine.
+
+- one worker's step, split into compute and input-pipeline wait, from a real short training run
+  (the engine's own timers; the first window, with its warm-up, is dropped);
+- the share of compute that is backward (where DDP overlaps the all-reduce), timed on the model;
+- the gradient bytes per step, per DDP bucket, from the model's parameters;
+- the collective's latency and bandwidth: an all-reduce micro-benchmark over message sizes on the
+  real backend (gloo over 127.0.0.1 here, NCCL between GPUs), least-squares fitted to the ring
+  model t = 2(N-1)/N * S/B + 2(N-1) * alpha;
+- the matrix-multiply FLOP/s of the device, to scale compute to devices that are not here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import multiprocessing as mp
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+
+from mlscale.config import TrainConfig
+from mlscale.errors import MlscaleError, RunFailed
+from mlscale.planning.costmodel import Link, StepProfile, ddp_buckets
+from mlscale.training.distributed import world as dw
+
+DEFAULT_SIZES_BYTES = tuple(4 ** k * 1024 for k in range(0, 7))  # 1 KiB .. 4 MiB
+
+
+@dataclass(frozen=True)
+class StepMeasure:
+    """One worker's measured step (seconds, means over the timed steps)."""
+
+    step_s: float
+    input_wait_s: float
+    steps: int
+    threads: int
+
+    @property
+    def compute_s(self) -> float:
+        return self.step_s - self.input_wait_s
+
+
+@dataclass(frozen=True)
+class LinkFit:
+    """An all-reduce benchmark and its fit to the ring model."""
+
+    link: Link
+    n_workers: int
+    backend: str
+    sizes_bytes: tuple[int, ...]
+    times_s: tuple[float, ...]  # median per size
+
+    def max_rel_error(self) -> float:
+        from mlscale.planning.costmodel import ring_allreduce_s
+
+        return max(abs(ring_allreduce_s(s, self.n_workers, self.link) - t) / t
+                   for s, t in zip(self.sizes_bytes, self.times_s))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Everything `mlscale.planning.planner` predicts from."""
+
+    profile: StepProfile
+    link_fit: LinkFit | None  # None when only one worker was measurable
+    matmul_flops: float  # this device's fp32 matrix-multiply FLOP/s at `threads`
+    threads: int
+    device: str
+    batch_size: int  # per worker
+    n_train: int  # training samples (for steps per epoch)
+    grad_accum_steps: int
+    epochs: int
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def measure_step(cfg: TrainConfig, *, steps: int = 20, warmup_steps: int = 5, threads: int = 0,
+                 workers: int = 1, out_dir: str | None = None) -> StepMeasure:
+    """Run `cfg` on `workers` local workers (`threads` each) for `warmup_steps + steps` optimizer
+    steps and return the mean step and input wait (rank 0's) of the last `steps`, from the engine's
+    windowed records (the warm-up window dropped)."""
+    import mlscale
+
+    threads = threads or torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="mlscale-calibrate-") as tmp:
+        run_cfg = replace(cfg, workers=workers, threads=threads, progress=False, out_dir=out_dir or tmp, name="calibrate",
+                          log_every_steps=warmup_steps, stop_at_step=warmup_steps + steps, baseline="",
+                          checkpoint_every_steps=warmup_steps + steps, epochs=max(cfg.epochs, 10_000), max_restarts=0)
+        run_cfg.optim = replace(cfg.optim, schedule="constant")  # an epoch count this large must not shape the lr
+        result = mlscale.train(run_cfg)
+        records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    step_samples = cfg.batch_size * cfg.grad_accum_steps * workers
+    first, timed = train[0], train[1:]
+    if not timed:
+        raise MlscaleError("calibration recorded no timed window; raise --steps")
+    time_s = sum((r["step"] - prev["step"]) * step_samples / r["samples_per_s"]
+                 for prev, r in zip(train, timed) if r["samples_per_s"] > 0)
+    n = timed[-1]["step"] - first["step"]
+    wait = timed[-1]["input_wait_s"] - first["input_wait_s"]
+    return StepMeasure(step_s=time_s / n, input_wait_s=wait / n, steps=n, threads=threads)
+
+
+def backward_fraction(cfg: TrainConfig, *, repeats: int = 10, threads: int = 0) -> float:
+    """The share of forward + backward + update time that is backward, timed on the config's model
+    with one batch of its data (the part of compute DDP can overlap with its all-reduce)."""
+    from mlscale.training.data import build_data
+    from mlscale.training.models import build_model
+    from mlscale.training.optim import build_optimizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.n_classes)
+    opt = build_optimizer(cfg.optim, model)
+    idx = torch.arange(min(cfg.batch_size, len(data.train)))
+    x, y = (torch.stack([torch.as_tensor(data.train[int(i)][k]) for i in idx]) for k in (0, 1))
+    fwd, bwd, upd = [], [], []
+    for _ in range(repeats + 2):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x).float(), y)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        fwd.append(t1 - t0), bwd.append(t2 - t1), upd.append(t3 - t2)
+    f, b, u = (statistics.median(v[2:]) for v in (fwd, bwd, upd))
+    return b / (f + b + u)
+
+
+def gradient_buckets(cfg: TrainConfig) -> tuple[int, ...]:
+    """Gradient bytes per DDP bucket for the config's model (fp32 gradients)."""
+    from mlscale.training.data import build_data
+    from mlscale.training.models import build_model
+
+    data = build_data(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.n_classes)
+    sizes = [p.numel() * p.element_size() for p in model.parameters() if p.requires_grad]
+    return ddp_buckets(sizes, cfg.dist.bucket_cap_mb)
+
+
+def matmul_flops(threads: int = 0, n: int = 512, seconds: float = 0.3) -> float:
+    """fp32 matrix-multiply FLOP/s of this CPU at `threads` threads (2 n^3 FLOPs per product)."""
+    if threads:
+        torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    count, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        a @ b
+        count += 1
+    return 2 * n ** 3 * count / elapsed
+
+
+# --- the all-reduce micro-benchmark -----------------------------------------------------------------
+
+
+def fit_link(sizes_bytes, times_s, n_workers: int) -> Link:
+    """Least-squares fit of t = 2(N-1)/N * S/B + 2(N-1) * alpha to measured (S, t)."""
+    s, t = np.asarray(sizes_bytes, dtype=float), np.asarray(times_s, dtype=float)
+    # weighted by 1/t: every size counts by its relative error, not the biggest by its absolute one
+    w = 1.0 / t
+    A = np.stack([np.full_like(s, 2 * (n_workers - 1)), 2 * (n_workers - 1) / n_workers * s], axis=1)
+    (alpha, inv_b), *_ = np.linalg.lstsq(A * w[:, None], t * w, rcond=None)
+    if inv_b <= 0:
+        raise RunFailed("the all-reduce benchmark's times do not grow with message size; rerun on a quieter machine")
+    return Link(alpha_s=max(0.0, float(alpha)), bandwidth_bytes_per_s=float(1.0 / inv_b))
+
+
+def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, repeats: int = 20,
+                        device: str = "cpu", timeout_s: float = 120.0) -> LinkFit:
+    """Time a float32 all-reduce of each size among `n_workers` local processes (gloo on 127.0.0.1,
+    or NCCL with one GPU each for `device="cuda"`) and fit the ring model. Median of `repeats`."""
+    ctx = mp.get_context("spawn")
+    sock = dw.listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    store = dist.TCPStore("127.0.0.1", port, n_workers, is_master=True, wait_for_workers=False,
+                          timeout=datetime.timedelta(seconds=timeout_s), master_listen_fd=sock.detach(),
+                          use_libuv=False)
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_allreduce_worker, daemon=True,
+                         args=(r, n_workers, port, tuple(sizes_bytes), repeats, device, timeout_s, queue))
+             for r in range(n_workers)]
+    for p in procs:
+        p.start()
+    times, deadline = None, time.monotonic() + timeout_s
+    while times is None and time.monotonic() < deadline:
+        try:
+            times = queue.get(timeout=0.5)
+        except Exception:  # queue.Empty: a worker that died without answering ends the wait
+            if not any(p.is_alive() for p in procs) and queue.empty():
+                break
+    for p in procs:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    del store
+    if not isinstance(times, list):
+        raise RunFailed(f"the all-reduce benchmark failed: {times or 'no answer within the timeout'}")
+    backend = dw.backend_for(torch.device(device))
+    return LinkFit(fit_link(sizes_bytes, times, n_workers), n_workers, backend, tuple(sizes_bytes), tuple(times))
+
+
+def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, queue) -> None:
+    try:
+        torch.set_num_threads(1)
+        world = dw.World(rank, n_workers, rank, n_workers)
+        dev = dw.device_for(world, torch.device(device))
+        dw.init_process_group(world, dev, timeout_s, ("127.0.0.1", port))
+        medians = []
+        for size in sizes:
+            t = torch.ones(max(1, size // 4), device=dev)
+            samples = []
+            for i in range(repeats + 3):
+                dw.barrier()
+                t0 = time.perf_counter()
+                dist.all_reduce(t)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                samples.append(time.perf_counter() - t0)
+            # the slowest rank decides when the collective is done: take the max over ranks
+            gathered = dw.all_gather_object(statistics.median(samples[3:]), world)
+            medians.append(max(gathered))
+        dw.shutdown(world)
+        if rank == 0:
+            queue.put(medians)
+    except BaseException as err:  # report, never hang the parent
+        if rank == 0:
+            queue.put(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        raise
+
+
+def calibrate(cfg: TrainConfig, *, steps: int = 20, threads: int = 0, link_workers: int = 2,
+              serial_fraction: float = 0.0, device: str = "cpu") -> Calibration:
+    """All of the above for `cfg`: one worker's step at `threads` threads, its buckets, and the
+    all-reduce fitted among `link_workers` local processes (0 or 1: no benchmark)."""
+    from mlscale.training.data import build_data
+
+    threads = threads or torch.get_num_threads()
+    measured = measure_step(cfg, steps=steps, threads=threads)
+    frac = backward_fraction(cfg, threads=threads)
+    buckets = gradient_buckets(cfg)
+    profile = StepProfile(compute_s=measured.compute_s, backward_s=measured.compute_s * frac,
+                          input_wait_s=measured.input_wait_s, bucket_bytes=buckets, serial_fraction=serial_fraction)
+    link_fit = benchmark_allreduce(link_workers, device=device) if link_workers >= 2 else None
+    n_train = len(build_data(cfg.data, cfg.seed).train)
+    return Calibration(profile=profile, link_fit=link_fit, matmul_flops=matmul_flops(threads), threads=threads,
+                       device=device, batch_size=cfg.batch_size, n_train=n_train,
+                       grad_accum_steps=cfg.grad_accum_steps, epochs=cfg.epochs)
