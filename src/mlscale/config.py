@@ -77,6 +77,18 @@ class DistConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """Pipeline model parallelism (`strategy: pipeline`): the model's layers cut into stages, one per
+    worker, micro-batches flowing through them (GPipe, Huang et al. 2019; 1F1B, Narayanan et al. 2019)."""
+
+    n_stages: int = _f(2, "pipeline stages; workers = n_stages x data-parallel replicas", gt=1)
+    n_microbatches: int = _f(4, "micro-batches each batch_size batch is cut into; must divide batch_size", gt=0)
+    schedule: str = _f("1f1b", "gpipe (all forwards, then all backwards) or 1f1b (one forward, one backward: fewer activations alive)", choices=("gpipe", "1f1b"))
+    split: str = _f("params", "balance the stages by parameter count (params) or by per-layer forward+backward time measured before training (time)", choices=("params", "time"))
+    split_points: list[str] = _f([], "names of the layers where stages 2, 3, ... begin (an nn.Sequential's child names, e.g. 3,6; built-in models: indices of their pipeline_layers()); empty: balanced automatically")
+
+
+@dataclass
 class TrainConfig:
     """A whole training run. Sections: model, data, optim; the rest is the run itself."""
 
@@ -88,7 +100,7 @@ class TrainConfig:
     threads: int = _f(0, "CPU threads for torch per worker (0: torch's default; cores / local workers with several)", ge=0)
     workers: int = _f(1, "local worker processes mlscale starts (under torchrun, torchrun's world is used)", gt=0)
     max_restarts: int = _f(0, "restart all workers up to this many times after one dies, resuming from the latest checkpoint (as torchrun --max-restarts)", ge=0, le=1000)
-    strategy: str = _f("ddp", "with several workers: ddp (replicated model) or fsdp (sharded parameters, gradients, optimizer state)", choices=("ddp", "fsdp"))
+    strategy: str = _f("ddp", "with several workers: ddp (replicated model), fsdp (sharded parameters, gradients, optimizer state) or pipeline (layers split into stages; see pipeline.*)", choices=("ddp", "fsdp", "pipeline"))
     baseline: str = _f("", "a 1-worker run directory of the same config: the summary adds scaling efficiency against it")
     epochs: int = _f(10, "passes over the training split", gt=0)
     batch_size: int = _f(64, "samples per micro-batch (per worker)", gt=0)
@@ -104,6 +116,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 # Fields that may differ between a run and its resumption: they change how the run is carried out or
@@ -115,6 +128,8 @@ RESUMABLE_FIELDS = frozenset({
     # the split of the global batch among workers, micro-batches and accumulation may change, as long
     # as the global batch per optimizer step stays the same (checked by the engine)
     "workers", "batch_size", "grad_accum_steps", "max_restarts",
+    # how the layers are cut into stages changes where they run, not what they compute
+    "pipeline.n_stages", "pipeline.n_microbatches", "pipeline.schedule", "pipeline.split", "pipeline.split_points",
 })
 # ... and `epochs` too when the learning rate does not depend on the run's length (checked by the engine)
 RESUMABLE_WITH_CONSTANT_SCHEDULE = frozenset({"epochs"})
@@ -186,7 +201,29 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise MlscaleError(
             f"model.n_heads ({config.model.n_heads}) must divide model.width ({config.model.width})"
         )
+    if config.strategy == "pipeline":
+        _validate_pipeline(config)
     return config
+
+
+def _validate_pipeline(config: TrainConfig) -> None:
+    """The rules across fields of a pipelined run (the world size is checked again when it is known)."""
+    p = config.pipeline
+    if config.workers > 1 and config.workers % p.n_stages:
+        raise MlscaleError(f"pipeline.n_stages ({p.n_stages}) must divide workers ({config.workers}): "
+                           f"workers = n_stages x data-parallel replicas")
+    if config.batch_size % p.n_microbatches:
+        raise MlscaleError(f"batch_size ({config.batch_size}) must be divisible by pipeline.n_microbatches "
+                           f"({p.n_microbatches})")
+    if p.schedule == "1f1b" and p.n_microbatches < p.n_stages:
+        raise MlscaleError(f"pipeline.schedule 1f1b needs n_microbatches >= n_stages ({p.n_microbatches} < "
+                           f"{p.n_stages}); raise pipeline.n_microbatches or use gpipe")
+    if config.grad_accum_steps != 1:
+        raise MlscaleError("grad_accum_steps must be 1 with strategy pipeline: its micro-batches already "
+                           "accumulate gradients (raise pipeline.n_microbatches and batch_size instead)")
+    if p.split_points and len(p.split_points) != p.n_stages - 1:
+        raise MlscaleError(f"pipeline.split_points names {len(p.split_points)} layer(s); {p.n_stages} stages "
+                           f"need {p.n_stages - 1} (where stages 2..{p.n_stages} begin)")
 
 
 def to_dict(config) -> dict:

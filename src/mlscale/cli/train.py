@@ -75,12 +75,34 @@ def format_summary(result) -> str:
         comm = (f", gradient all-reduce in flight {result.comm_time_s_per_step * 1e3:.2f} ms of it (overlapped with backward)"
                 if result.comm_time_s_per_step is not None else "")
         lines.append(f"  step time      {step_ms:.2f} ms{comm}")
+    if getattr(result, "pipeline", None):
+        lines += format_pipeline(result.pipeline)
     if result.scaling_efficiency is not None:
         lines.append(f"  scaling        {result.scaling_efficiency:.0%} efficiency vs the 1-worker baseline")
     return "\n".join(lines + [
         f"  wall time      {result.wall_time_s:.1f} s ({result.train_time_s:.1f} s in training steps)",
         f"  outputs        {result.run_dir}/  config.yaml metrics.jsonl summary.json curves.png checkpoints/",
     ])
+
+
+def format_pipeline(p: dict) -> list[str]:
+    """The pipeline's lines of the summary: split, bubble measured vs theory, each stage's time and memory."""
+    measured = p["bubble_fraction_measured"]
+    lines = [f"  pipeline       {p['n_stages']} stages x {p['n_replicas']} replica(s), {p['n_microbatches']} micro-batches, "
+             f"{p['schedule']}; split by {p['split'].replace('_', ' ')}",
+             f"  bubble         {measured:.1%} of stage time idle (measured) vs {p['bubble_fraction_theory']:.1%} in theory "
+             f"(S-1)/(M+S-1)" if measured is not None else "  bubble         not measured (one step)"]
+    for s in p["stages"]:
+        per_step = s["step_s"] / max(1, s["steps"] - 1) * 1e3
+        idle = f", idle {s['idle_fraction']:.0%}" if s["idle_fraction"] is not None else ""
+        lines.append(f"    stage {s['stage']}  layers {s['layers']:<7} {s['params']:>10,} params  {per_step:7.2f} ms/step, "
+                     f"busy {s['busy_s'] / max(1, s['steps'] - 1) * 1e3:.2f} ms{idle}; memory: params+grads+optimizer "
+                     f"{_mib(s['param_bytes'] + s['grad_bytes'] + s['optimizer_bytes'])}, activations {_mib(s['activation_peak_bytes'])}")
+    return lines
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
 
 
 def _help(parser: argparse.ArgumentParser) -> str:

@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -54,6 +55,7 @@ class RunResult:
     comm_time_s_per_step: float | None = None  # gradient all-reduce in flight per step (ddp)
     input_wait_s_per_step: float = 0.0  # waiting for the input pipeline's next batch, per step
     scaling_efficiency: float | None = None  # vs the `baseline` 1-worker run, when given
+    pipeline: dict | None = None  # strategy pipeline: split, per-stage time and memory, bubble fraction
     rank: int = 0
     model: nn.Module | None = field(default=None, repr=False)
 
@@ -109,6 +111,7 @@ class _Run:
     state: LoopState = field(default_factory=LoopState)
     bar: object = None
     last_eval: dict | None = None
+    logged_step: int = 0  # the optimizer step of the last training record
 
 
 def train(config: TrainConfig | None = None, *, model: nn.Module | None = None,
@@ -209,22 +212,27 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             group = min(accum, n_micro - state.batch // accum * accum)  # micro-batches in this step
             last = (state.batch + 1) % accum == 0 or state.batch + 1 == n_micro
-            with nullcontext() if last else run.strategy.no_sync(model):  # sync gradients on the last only
-                with autocast:
-                    logits = model(x)  # forward
-                loss = F.cross_entropy(logits.float(), y)  # loss
-                (loss / group if group > 1 else loss).backward()  # backward (+ all-reduce when last)
-            meter.add(loss, logits, y)
+            if run.strategy.pipelined:  # forward, loss, backward of every micro-batch, stage by stage
+                loss, logits = run.strategy.step(x, y)
+            else:
+                with nullcontext() if last else run.strategy.no_sync(model):  # sync gradients on the last only
+                    with autocast:
+                        logits = model(x)  # forward
+                    loss = F.cross_entropy(logits.float(), y)  # loss
+                    (loss / group if group > 1 else loss).backward()  # backward (+ all-reduce when last)
+            if logits is not None:  # a pipeline knows its loss on the last stage only
+                meter.add(loss, logits, y)
             state.batch += 1
             if not last:
                 continue
             if cfg.grad_clip_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
+                clip = run.strategy.clip_grad_norm_ if run.strategy.pipelined else partial(nn.utils.clip_grad_norm_, model.parameters())
+                clip(cfg.grad_clip_norm)
             opt.step()  # parameter update
             run.scheduler.step()  # learning-rate schedule
             opt.zero_grad(set_to_none=True)
             state.step += 1
-            state.samples += group * len(y) * run.world.world_size
+            state.samples += group * len(y) * run.sampler.world_size
             run.bar.update(1)
             if state.step % cfg.log_every_steps == 0:
                 _log_train(run)
@@ -239,7 +247,7 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
         _evaluate(run, on_eval)
         if not cfg.checkpoint_every_steps and state.epoch < cfg.epochs:
             _save(run, ckpt.step_checkpoint_path(run.run_dir, state.step))
-    if run.meter.batches:
+    if state.step > run.logged_step:  # (not meter.batches: a pipeline's first stages count no loss)
         _log_train(run)
     _save(run, ckpt.checkpoint_dir(run.run_dir) / ckpt.FINAL)
     return True
@@ -282,13 +290,15 @@ def _log_train(run: _Run) -> None:
     run.log.write(record)
     run.bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}",
                         samples_per_s=f"{record['samples_per_s']:,.0f}", refresh=False)
+    run.logged_step = run.state.step
     run.meter.resume()
 
 
 def _evaluate(run: _Run, on_eval=None, log: bool = True) -> dict:
     """Loss and accuracy over the whole test split: each rank evaluates its shard, sums are added."""
     run.meter.pause()
-    sums = evaluate(run.model, run.test_loader, run.device, run.autocast_dtype)
+    evaluate_fn = run.strategy.evaluate if run.strategy.pipelined else evaluate
+    sums = evaluate_fn(run.model, run.test_loader, run.device, run.autocast_dtype)
     loss_sum, correct, count = dw.all_reduce_sum(
         [sums["loss_sum"].item(), sums["correct"].item(), sums["count"]], run.device)
     metrics = {"loss": loss_sum / max(1, count), "accuracy": correct / max(1, count), "samples": int(count)}
@@ -325,7 +335,8 @@ def _save(run: _Run, path: Path) -> None:
     (bad,) = dw.all_reduce_sum([float(local_bad)], run.device)
     if bad:
         _require_finite(run, float("nan"))
-    model_state, optim_state = ckpt.capture_training_state(run.model, run.optimizer)
+    capture = run.strategy.capture_training_state if run.strategy.pipelined else ckpt.capture_training_state
+    model_state, optim_state = capture(run.model, run.optimizer)
     rng = dw.all_gather_object(ckpt.rng_state(), run.world)
     if run.world.is_main:
         run.state.n_records = run.log.n_records
@@ -357,7 +368,8 @@ def _restore(run: _Run) -> None:
         raise MlscaleError(error)
     payload = ckpt.load_checkpoint(path)
     try:
-        ckpt.restore_training_state(run.model, run.optimizer, payload["model"], payload["optimizer"])
+        restore = run.strategy.restore_training_state if run.strategy.pipelined else ckpt.restore_training_state
+        restore(run.model, run.optimizer, payload["model"], payload["optimizer"])
     except (RuntimeError, ValueError, KeyError) as err:
         raise MlscaleError(f"the checkpoint does not fit this model: {str(err).splitlines()[0]}") from None
     run.scheduler.load_state_dict(payload["scheduler"])
@@ -424,6 +436,7 @@ def _finish(run: _Run, completed: bool, wall_time_s: float) -> RunResult:
         input_wait_s_per_step=state.input_wait_s / state.step if state.step else 0.0,
         scaling_efficiency=_efficiency(run.cfg.baseline, global_sps, world.world_size),
         rank=world.rank, model=None if world.distributed else run.strategy.unwrap(run.model),
+        pipeline=run.strategy.report(run.model, run.optimizer) if run.strategy.pipelined else None,
     )
     if world.is_main:
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()
@@ -474,15 +487,17 @@ def _build_run(cfg, world, device, model, train_data, test_data, resume, run_dir
     net = (model if model is not None else build_model(cfg.model, data.input_shape, data.n_classes)).to(device)
     if world.distributed:
         torch.manual_seed(cfg.seed + 1_000_003 * world.rank)  # each rank its own dropout stream
-    sampler = EpochBatchSampler(len(data.train), cfg.batch_size, seed=cfg.seed, rank=world.rank,
-                                world_size=world.world_size)
+    autocast_dtype = choose_autocast_dtype(cfg.precision, device)
+    strategy = build_strategy(cfg.strategy, world, device, bucket_cap_mb=cfg.dist.bucket_cap_mb, pipeline=cfg.pipeline,
+                              input_shape=data.input_shape, batch_size=cfg.batch_size, autocast_dtype=autocast_dtype)
+    shard, n_shards = strategy.data_shard  # a pipeline's stages share their replica's shard
+    sampler = EpochBatchSampler(len(data.train), cfg.batch_size, seed=cfg.seed, rank=shard, world_size=n_shards)
     if sampler.batches_per_epoch() == 0:
-        raise MlscaleError(f"batch_size {cfg.batch_size} x {world.world_size} worker(s) is larger than the "
+        raise MlscaleError(f"batch_size {cfg.batch_size} x {n_shards} worker(s) is larger than the "
                            f"training split ({len(data.train)} samples)")
     loader_kw = dict(num_workers=cfg.data.num_workers, prefetch_factor=cfg.data.prefetch_factor,
                      pin_memory=device.type == "cuda")
     model_name, n_params = type(net).__name__, _n_params(net)  # before a strategy wraps or shards it
-    strategy = build_strategy(cfg.strategy, world.world_size, device, cfg.dist.bucket_cap_mb)
     wrapped = strategy.setup_module(net)
     optimizer = build_optimizer(cfg.optim, wrapped)
     restarted = False
@@ -495,17 +510,18 @@ def _build_run(cfg, world, device, model, train_data, test_data, resume, run_dir
     elif run_dir is None:
         run_dir = _new_run_dir(cfg, net if model is not None else None, data)
     test_sampler = EpochBatchSampler(len(data.test), cfg.eval_batch_size, shuffle=False, drop_last=False,
-                                     rank=world.rank, world_size=world.world_size)
+                                     rank=shard, world_size=n_shards)
     run = _Run(
         cfg=cfg, world=world, run_dir=Path(run_dir), data=data, model=wrapped, strategy=strategy,
         optimizer=optimizer, scheduler=None, sampler=sampler, loader=make_loader(data.train, sampler, **loader_kw),
         test_loader=make_loader(data.test, test_sampler, **loader_kw), device=device,
-        autocast_dtype=choose_autocast_dtype(cfg.precision, device), log=_NoLog(), meter=Meter(device),
+        autocast_dtype=autocast_dtype, log=_NoLog(), meter=Meter(device),
         model_name=model_name, n_params=n_params,
     )
     run.scheduler = build_scheduler(cfg.optim, optimizer, _steps_per_epoch(run) * cfg.epochs)
     if resume:
         _restore(run)
+        run.logged_step = run.state.step
     if world.is_main:
         atomic_write_text(run.run_dir / "config.yaml", _yaml(to_dict(cfg)))
         run.log = MetricsLog(run.run_dir / "metrics.jsonl",

@@ -13,7 +13,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 
 class DDPStrategy:
-    def __init__(self, device: torch.device, bucket_cap_mb: float = 0.0):
+    pipelined = False
+
+    def __init__(self, device: torch.device, bucket_cap_mb: float = 0.0, **_):
         self.device = device
         self.bucket_cap_mb = bucket_cap_mb
         self._timer = InFlightTimer()

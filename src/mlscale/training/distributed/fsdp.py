@@ -17,6 +17,7 @@ _BLOCKS = (nn.TransformerEncoderLayer, nn.Linear, nn.Conv2d)
 
 class FSDPStrategy:
     comm_time_s = None  # FSDP's collectives are issued inside its hooks; not timed here
+    pipelined = False
 
     def __init__(self, device: torch.device, **_):
         self.device = device

@@ -5,6 +5,8 @@ behind one small interface (Lightning Fabric's vocabulary), chosen from a plain 
     unwrap(model) -> model           the user's module inside
     no_sync(model)                   context: this micro-step's backward does not synchronise
     comm_time_s                      time with a gradient collective in flight (None: not measured)
+    pipelined                        True: the engine runs forward/backward through `step` (pipeline.py)
+    data_shard                       (index, count) of this rank's data shard
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ import torch
 from torch import nn
 
 from mlscale.training.distributed.ddp import DDPStrategy
+from mlscale.errors import MlscaleError
 from mlscale.training.distributed.fsdp import FSDPStrategy
+from mlscale.training.distributed.pipeline import PipelineStrategy
 
 
 class SingleDevice:
     """One process: nothing to synchronise."""
 
     comm_time_s = None
+    pipelined = False
+    data_shard = (0, 1)
 
     def __init__(self, device: torch.device, **_):
         self.device = device
@@ -36,10 +42,18 @@ class SingleDevice:
         return nullcontext()
 
 
-STRATEGIES = {"ddp": DDPStrategy, "fsdp": FSDPStrategy}
+STRATEGIES = {"ddp": DDPStrategy, "fsdp": FSDPStrategy, "pipeline": PipelineStrategy}
 
 
-def build_strategy(name: str, world_size: int, device: torch.device, bucket_cap_mb: float = 0.0):
-    if world_size == 1:
+def build_strategy(name: str, world, device: torch.device, **options):
+    """The strategy `name` for this world; `options` are its settings (bucket_cap_mb for ddp; the
+    pipeline section, input shape, batch size and autocast dtype for pipeline)."""
+    if name == "pipeline" and world.world_size == 1:
+        raise MlscaleError(f"strategy pipeline needs workers = pipeline.n_stages x replicas (at least "
+                           f"{options['pipeline'].n_stages}); this run has 1 worker")
+    if world.world_size == 1:
         return SingleDevice(device)
-    return STRATEGIES[name](device, bucket_cap_mb=bucket_cap_mb)
+    strategy = STRATEGIES[name](device, world=world, **options)
+    if not strategy.pipelined:
+        strategy.data_shard = (world.rank, world.world_size)
+    return strategy

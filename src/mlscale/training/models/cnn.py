@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mlscale.config import ModelConfig
+from mlscale.training.models.pieces import MeanOver, Reshape
 
 
 class CNN(nn.Module):
@@ -34,3 +35,7 @@ class CNN(nn.Module):
         x = x.reshape(x.shape[0], *self.image_shape)  # (B, C, H, W)
         x = self.features(x).mean(dim=(2, 3))  # (B, width)
         return self.head(x)
+
+    def pipeline_layers(self) -> list[nn.Module]:
+        """The forward pass as an ordered list of layers, for cutting into pipeline stages."""
+        return [Reshape(self.image_shape), *self.features, MeanOver((2, 3)), self.head]

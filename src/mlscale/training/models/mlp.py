@@ -16,3 +16,7 @@ class MLP(nn.Sequential):
             n_in = cfg.width
         layers.append(nn.Linear(n_in, n_classes))
         super().__init__(*layers)
+
+    def pipeline_layers(self) -> list[nn.Module]:
+        """The layers in order, for cutting into pipeline stages."""
+        return list(self)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mlscale.config import ModelConfig
+from mlscale.training.models.pieces import MeanOver
 
 
 class TransformerClassifier(nn.Module):
@@ -36,3 +37,23 @@ class TransformerClassifier(nn.Module):
         x = F.pad(x, (0, self.n_tokens * self.patch_size - self.n_features))
         tokens = self.embed(x.reshape(x.shape[0], self.n_tokens, self.patch_size)) + self.position  # (B, T, C)
         return self.head(self.norm(self.encoder(tokens)).mean(dim=1))
+
+    def pipeline_layers(self) -> list[nn.Module]:
+        """The forward pass as an ordered list of layers (embedding, each encoder layer, head), for
+        cutting into pipeline stages; applied in turn they compute `forward`."""
+        return [_TokenEmbedding(self), *self.encoder.layers, self.norm, MeanOver((1,)), self.head]
+
+
+class _TokenEmbedding(nn.Module):
+    """The first part of `TransformerClassifier.forward`: cut into tokens, embed, add positions.
+    It shares (does not copy) the classifier's `embed` and `position` parameters."""
+
+    def __init__(self, model: TransformerClassifier):
+        super().__init__()
+        self.n_features, self.patch_size, self.n_tokens = model.n_features, model.patch_size, model.n_tokens
+        self.embed, self.position = model.embed, model.position
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], self.n_features)
+        x = F.pad(x, (0, self.n_tokens * self.patch_size - self.n_features))
+        return self.embed(x.reshape(x.shape[0], self.n_tokens, self.patch_size)) + self.position  # (B, T, C)
