@@ -237,7 +237,7 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
             if state.step % cfg.log_every_steps == 0:
                 _log_train(run)
             if state.step == cfg.stop_at_step:
-                if run.meter.batches:  # the last, partial window counts too
+                if state.step % cfg.log_every_steps:  # the last, partial window counts too (same on every rank)
                     _log_train(run)
                 _save(run, ckpt.step_checkpoint_path(run.run_dir, state.step))
                 return False
