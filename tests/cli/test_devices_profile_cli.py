@@ -75,6 +75,7 @@ def test_profile_factory_json(cache, capsys, tmp_path):
     (["profile", "--model", "mlp", "--batch", "2", "--roofline", "out.jpg"], "must name a .png"),
     (["devices", "--repeats", "0"], "--repeats must be >= 1"),
     (["devices", "--bogus"], "unrecognized arguments: --bogus"),
+    (["devices", "--threads", "0"], "--threads must be >= 1"),
 ])
 def test_bad_input_is_one_line(argv, message, cache, capsys):
     assert main(argv) == 2

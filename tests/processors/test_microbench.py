@@ -28,7 +28,7 @@ def test_time_op_runs_enough_calls_per_sample_and_rate_uses_the_median():
     samples, per_sample = time_op(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=3,
                                   min_sample_s=0.001)
     assert len(samples) == 3 and per_sample > 1
-    assert len(calls) == 2 + 1 + 3 * per_sample  # warm-up, the calibrating call, the timed samples
+    assert len(calls) == 2 + 3 * per_sample  # the (timed) warm-up calls, then the timed samples
     r = rate(10.0, [1.0, 2.0, 5.0], "x/s")
     assert (r.median, r.min, r.max) == (5.0, 2.0, 10.0)
 

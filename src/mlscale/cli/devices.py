@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remeasure", action="store_true", help="measure again instead of reading the cache")
     p.add_argument("--quick", action="store_true", help="smaller operands when measuring (seconds on a CPU)")
     p.add_argument("--repeats", type=int, default=5, help="timed samples per figure (median and spread)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads on the CPU (default: torch's, one per core)")
     p.add_argument("--roofline", metavar="PNG", help="also draw the devices' measured rooflines to this PNG")
     return p
 
@@ -40,8 +41,20 @@ def cache_dir() -> str | None:
     return os.environ.get("MLSCALE_CACHE_DIR") or None
 
 
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads (on a busy machine, fewer threads than cores times far better)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise MlscaleError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     if args.repeats < 1:
         raise MlscaleError(f"--repeats must be >= 1, got {args.repeats}")
     if args.roofline and not args.roofline.lower().endswith(".png"):

@@ -7,7 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from mlscale.cli.devices import ArgumentParser, cache_dir
+from mlscale.cli.devices import ArgumentParser, cache_dir, set_threads
 from mlscale.errors import MlscaleError
 
 EXAMPLES = """examples:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=10, help="classes of a built-in model's head")
     p.add_argument("--width", type=int, help="built-in model width (default: the model's)")
     p.add_argument("--depth", type=int, help="built-in model depth (default: the model's)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads on the CPU (default: torch's, one per core)")
     p.add_argument("--roofline", metavar="PNG", help="draw the roofline with the model's layers to this PNG")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--no-systolic", action="store_true", help="leave out the TPU-like systolic column")
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     if args.batch < 1:
         raise MlscaleError(f"--batch must be >= 1, got {args.batch}")
     if args.roofline and not args.roofline.lower().endswith(".png"):

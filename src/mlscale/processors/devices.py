@@ -353,10 +353,11 @@ def default_cache_dir() -> Path:
 
 
 def cache_path(cache_dir: str | Path | None = None, devices: list[DeviceInfo] | None = None) -> Path:
-    """The cache file of this machine: keyed by host, CPU model, torch version and devices found,
-    so a new GPU, a driver that breaks or a torch upgrade measures afresh."""
+    """The cache file of this machine: keyed by host, CPU model, torch version, the intra-op threads
+    torch uses and the devices found, so a new GPU, a driver that breaks, a torch upgrade or another
+    thread count measures afresh."""
     devices = discover_devices() if devices is None else devices
-    key = json.dumps([socket.gethostname(), torch.__version__, CACHE_VERSION,
+    key = json.dumps([socket.gethostname(), torch.__version__, CACHE_VERSION, torch.get_num_threads(),
                       [(d.index, d.name, d.status) for d in devices]])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return Path(cache_dir or default_cache_dir()) / f"devices-{digest}.json"

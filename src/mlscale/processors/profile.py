@@ -118,8 +118,8 @@ class _Call:
 
 
 def profile_model(model: nn.Module, input_shape: tuple[int, ...], batch: int, devices: list[MeasuredDevice],
-                  *, name: str = "model", batches: list[int] | None = None, repeats: int = 3,
-                  min_sample_s: float = 0.005, systolic: bool = True) -> ModelProfile:
+                  *, name: str = "model", batches: list[int] | None = None, repeats: int = 5,
+                  min_sample_s: float = 0.01, systolic: bool = True) -> ModelProfile:
     """Profile `model`'s forward pass at `batch` samples of `input_shape` on every device given.
 
     Args:
@@ -148,7 +148,7 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], batch: int, de
         for layer, call in zip(layers, calls):
             layer.systolic_s = _systolic_seconds(call)
     batches = sorted(set(batches or [max(1, batch // 16), max(1, batch // 4), batch, batch * 4]))
-    throughput = {d.index: _throughput(model, input_shape, batches, d.index, repeats) for d in devices}
+    throughput = {d.index: _throughput(model, input_shape, batches, d.index, repeats, min_sample_s) for d in devices}
     return ModelProfile(name, batch, input_shape, layers, devices, throughput,
                         _recommend(layers, devices, throughput, batch))
 
@@ -227,7 +227,7 @@ def _profile_call(call: _Call, devices: list[MeasuredDevice], repeats: int, min_
         module = copy.deepcopy(call.module).to(device)
         args, kwargs = _to(call.args, device), _to(call.kwargs, device)
         with torch.no_grad():
-            seconds, _ = time_op(lambda: module(*args, **kwargs), device, warmup=1, repeats=repeats,
+            seconds, _ = time_op(lambda: module(*args, **kwargs), device, warmup=3, repeats=repeats,
                                  min_sample_s=min_sample_s)
         layer.time_s[d.index] = sorted(seconds)[len(seconds) // 2]
         ridge = d.ridge_intensity("fp32") if d.matmul_flops.get("fp32") and d.mem_bandwidth else math.inf
@@ -276,7 +276,7 @@ def _systolic_seconds(call: _Call) -> float | None:
 
 
 def _throughput(model: nn.Module, input_shape: tuple[int, ...], batches: list[int], index: str,
-                repeats: int) -> dict[int, float]:
+                repeats: int, min_sample_s: float) -> dict[int, float]:
     device = torch.device(index)
     m = copy.deepcopy(model).to(device)
     out = {}
@@ -284,7 +284,7 @@ def _throughput(model: nn.Module, input_shape: tuple[int, ...], batches: list[in
         x = torch.randn(b, *input_shape, device=device)
         try:
             with torch.no_grad():
-                seconds, _ = time_op(lambda: m(x), device, warmup=1, repeats=repeats, min_sample_s=0.01)
+                seconds, _ = time_op(lambda: m(x), device, warmup=3, repeats=repeats, min_sample_s=min_sample_s)
         except torch.OutOfMemoryError:
             break
         out[b] = b / sorted(seconds)[len(seconds) // 2]
