@@ -88,7 +88,8 @@ def format_devices(found) -> str:
     for d in found:
         if d.kind == "cpu":
             det = d.detail
-            detail = (f"{det['cores']} cores, torch uses {det['torch_threads']} threads"
+            n = det["torch_threads"]
+            detail = (f"{det['cores']} cores, torch uses {n} thread{'s' if n != 1 else ''}"
                       + (f", {det['mhz']:.0f} MHz" if det.get("mhz") else "") + f", SIMD {' '.join(det['simd']) or '-'}")
         elif d.kind == "cuda" and d.usable:
             det = d.detail
