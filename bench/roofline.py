@@ -7,7 +7,7 @@ rounds, on the same operands' sizes, so a load change on a shared machine hits b
 the median over rounds, and the ratio mlscale / plain. Issue 5's bar (on an H100): >= 0.90 for the
 bf16 matmul, >= 0.85 for the copy.
 
-    python bench/roofline.py [--quick] [--rounds 5] [--device cpu|cuda]
+    python bench/roofline.py [--quick] [--rounds 5] [--device cpu|cuda] [--threads N]
 """
 
 import argparse
@@ -35,7 +35,10 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small sizes and few rounds (< 1 minute on 2 cores)")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--device", default=None, help="one device (default: every usable one)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rounds = args.rounds or (3 if args.quick else 5)
     infos = [d for d in discover_devices() if d.usable and (args.device is None or d.index.startswith(args.device))]
     print(f"torch {torch.__version__}, {rounds} rounds, threads {torch.get_num_threads()}")
