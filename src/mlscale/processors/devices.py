@@ -283,7 +283,15 @@ class MeasuredDevice:
 
     @classmethod
     def from_dict(cls, d: dict) -> MeasuredDevice:
+        """Rebuild from `asdict` output; TypeError if a field that readers rely on has the wrong type."""
         d = dict(d)
+        number = (int, float)
+        if not (all(isinstance(d.get(k), str) for k in ("name", "kind", "index"))
+                and isinstance(d.get("matmul_flops"), dict)
+                and all(isinstance(k, str) and isinstance(v, number) and not isinstance(v, bool)
+                        for k, v in d["matmul_flops"].items())
+                and isinstance(d.get("mem_bandwidth"), number) and not isinstance(d["mem_bandwidth"], bool)):
+            raise TypeError("not a measured device record")
         d["matmul_spread"] = {k: tuple(v) for k, v in d.get("matmul_spread", {}).items()}
         d["mem_bandwidth_spread"] = tuple(d.get("mem_bandwidth_spread", (0.0, 0.0)))
         return cls(**d)
