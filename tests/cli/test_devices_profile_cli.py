@@ -47,6 +47,22 @@ def test_devices_remeasure_quick_rewrites_the_cache(tmp_path, monkeypatch, capsy
     assert len(list(tmp_path.glob("devices-*.json"))) == 1
 
 
+def test_broken_cuda_is_a_row_and_the_cpu_is_still_measured(tmp_path, monkeypatch, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine where CUDA really is absent")
+    # torch claims a GPU, so the real device query runs and fails inside torch (CPU-only build)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("MLSCALE_CACHE_DIR", str(tmp_path))
+    assert main(["devices", "--quick", "--repeats", "2"]) == 0
+    captured = capsys.readouterr()
+    row = next(line for line in captured.out.splitlines() if line.startswith("cuda"))
+    assert "error" in row and "not compiled with CUDA" in row
+    assert "matmul fp32" in captured.out and "measuring matmul FLOP/s" in captured.err
+
+
 def test_profile_builtin_model_table(cache, capsys, tmp_path):
     png = tmp_path / "p.png"
     assert main(["profile", "--model", "cnn", "--width", "8", "--depth", "1", "--batch", "8",

@@ -105,3 +105,21 @@ def test_vendor_peaks():
     assert cpu_peak(4, 3000.0, ["avx512f", "avx2", "fma"]).matmul_flops["fp32"] == 4 * 3e9 * 64
     assert cpu_peak(4, 3000.0, ["avx512f", "amx_bf16"]).matmul_flops["bf16"] == 4 * 3e9 * 1024
     assert cpu_peak(4, None, ["avx2", "fma"]) is None and cpu_peak(4, 3000.0, ["sse2"]) is None
+
+
+def test_recommendation_takes_the_fastest_device_at_its_smallest_near_best_batch(cpu_devices):
+    from mlscale.processors.profile import LayerProfile, _recommend
+
+    layers = [LayerProfile("fc", "Linear", 1000, 100, {"cpu": 1e-3, "cuda:0": 1e-5},
+                           {"cpu": "compute", "cuda:0": "memory"}, 1e-6)]
+    throughput = {"cpu": {16: 1e4, 64: 2e4, 256: 2.1e4}, "cuda:0": {16: 1e5, 64: 3.7e5, 256: 4e5}}
+    rec = _recommend(layers, cpu_devices, throughput, 64)
+    # cuda:0 is fastest; 64 reaches 3.7e5 >= 0.9 x 4e5, so the larger batch buys too little
+    assert (rec.device, rec.batch, rec.samples_per_s) == ("cuda:0", 64, 3.7e5)
+    assert "1 of 1 matmul layers are memory-bound" in rec.reason and "cpu 21,000/s" in rec.reason
+
+
+def test_profile_restores_the_models_mode(cpu_devices):
+    model = Net().eval()
+    profile_model(model, (16,), 2, cpu_devices, batches=[2], repeats=2, min_sample_s=0.001, systolic=False)
+    assert not model.training

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from mlscale.errors import MlscaleError
 
@@ -62,6 +63,9 @@ def run(argv: list[str]) -> int:
     from mlscale.processors.devices import cache_path, discover_devices, measure_devices
 
     found = discover_devices()
+    if args.remeasure or not cache_path(cache_dir(), found).exists():
+        print("measuring matmul FLOP/s and memory bandwidth of "
+              f"{', '.join(d.index for d in found if d.usable)} (once per machine; cached)", file=sys.stderr)
     measured = measure_devices(remeasure=args.remeasure, cache_dir=cache_dir(), quick=args.quick, repeats=args.repeats)
     if args.roofline:
         from mlscale.processors.roofline import plot_roofline

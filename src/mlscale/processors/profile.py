@@ -123,7 +123,8 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], batch: int, de
     """Profile `model`'s forward pass at `batch` samples of `input_shape` on every device given.
 
     Args:
-        model: any module taking one float tensor (batch, *input_shape).
+        model: any module taking one float tensor (batch, *input_shape); it is cast to fp32 (in
+            place, as `Module.float()` does) and its train/eval mode is restored afterwards.
         input_shape: shape of one sample.
         batch: the batch size profiled layer by layer.
         devices: measured devices (`measured_devices()`); each is timed, and its roofs set the bounds.
@@ -140,9 +141,13 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], batch: int, de
     if not devices:
         raise MlscaleError("no measured device to profile on")
     input_shape = tuple(int(s) for s in input_shape)
+    was_training = model.training
     model = model.float()
     model.train()  # train mode: no fused inference fast paths, so every submodule is really called
-    calls = _record_calls(model, torch.randn(batch, *input_shape))
+    try:
+        calls = _record_calls(model, torch.randn(batch, *input_shape))
+    finally:
+        model.train(was_training)
     layers = [_profile_call(c, devices, repeats, min_sample_s) for c in calls]
     if systolic:
         for layer, call in zip(layers, calls):
