@@ -89,6 +89,7 @@ def test_profile_factory_json(cache, capsys, tmp_path):
     (["profile", "--model", "mlp", "--batch", "2", "--input-shape", "1,a"], "--input-shape must be"),
     (["profile", "--model", "nope.py:build", "--batch", "2"], "nope.py: no such file"),
     (["profile", "--model", "mlp", "--batch", "2", "--roofline", "out.jpg"], "must name a .png"),
+    (["profile", "--model", "mlp", "--batch", str(10**12)], "does not fit in memory"),
     (["devices", "--repeats", "0"], "--repeats must be >= 1"),
     (["devices", "--bogus"], "unrecognized arguments: --bogus"),
     (["devices", "--threads", "0"], "--threads must be >= 1"),

@@ -91,7 +91,10 @@ def _build(args, shape: tuple[int, ...]):
                 setattr(cfg, field, value)
         if args.classes < 2:
             raise MlscaleError(f"--classes must be >= 2, got {args.classes}")
-        return build_model(cfg, shape, args.classes), args.model
+        try:
+            return build_model(cfg, shape, args.classes), args.model
+        except (RuntimeError, MemoryError) as err:  # e.g. weights for an absurd input shape
+            raise MlscaleError(f"cannot build {args.model} for input shape {shape}: {err}") from err
     file, _, attr = args.model.rpartition(":")
     path = Path(file)
     if not path.is_file():

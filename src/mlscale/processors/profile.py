@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -145,7 +146,7 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], batch: int, de
     model = model.float()
     model.train()  # train mode: no fused inference fast paths, so every submodule is really called
     try:
-        calls = _record_calls(model, torch.randn(batch, *input_shape))
+        calls = _record_calls(model, _batch_of(batch, input_shape, torch.device("cpu")))
     finally:
         model.train(was_training)
     layers = [_profile_call(c, devices, repeats, min_sample_s) for c in calls]
@@ -156,6 +157,28 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], batch: int, de
     throughput = {d.index: _throughput(model, input_shape, batches, d.index, repeats, min_sample_s) for d in devices}
     return ModelProfile(name, batch, input_shape, layers, devices, throughput,
                         _recommend(layers, devices, throughput, batch))
+
+
+def _batch_of(batch: int, input_shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    n_bytes = 4 * batch * math.prod(input_shape)
+    if device.type == "cpu" and hasattr(os, "sysconf") and n_bytes > _physical_memory_bytes():
+        # refuse before allocating: with memory overcommit on, a huge allocation succeeds and filling
+        # it brings the OOM killer instead of an error
+        raise MlscaleError(f"a batch of {batch} samples of shape {input_shape} ({n_bytes / 2**30:,.1f} GiB) "
+                           f"does not fit in memory on {device} ({_physical_memory_bytes() / 2**30:,.1f} GiB)")
+    try:
+        return torch.randn(batch, *input_shape, device=device)
+    except (RuntimeError, MemoryError) as err:  # the allocator's "can't allocate memory", or CUDA OOM
+        raise MlscaleError(f"a batch of {batch} samples of shape {input_shape} does not fit in memory on "
+                           f"{device}: {err}") from err
+
+
+def _physical_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or "allocate" in str(err)
 
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -286,12 +309,14 @@ def _throughput(model: nn.Module, input_shape: tuple[int, ...], batches: list[in
     m = copy.deepcopy(model).to(device)
     out = {}
     for b in batches:
-        x = torch.randn(b, *input_shape, device=device)
         try:
+            x = _batch_of(b, input_shape, device)
             with torch.no_grad():
                 seconds, _ = time_op(lambda: m(x), device, warmup=3, repeats=repeats, min_sample_s=min_sample_s)
-        except torch.OutOfMemoryError:
-            break
+        except (MlscaleError, RuntimeError, MemoryError) as err:
+            if out and (isinstance(err, MlscaleError) or _out_of_memory(err)):
+                break  # larger batches do not fit: recommend among those that did
+            raise
         out[b] = b / sorted(seconds)[len(seconds) // 2]
     return out
 
