@@ -6,7 +6,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlscale.processors.devices import CACHE_VERSION, MeasuredDevice, _read_cache
+from mlscale.processors.measured import CACHE_VERSION, MeasuredDevice, _read_cache
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
