@@ -123,3 +123,13 @@ def test_profile_restores_the_models_mode(cpu_devices):
     model = Net().eval()
     profile_model(model, (16,), 2, cpu_devices, batches=[2], repeats=2, min_sample_s=0.001, systolic=False)
     assert not model.training
+
+
+def test_recommendation_points_at_bf16_when_its_roof_is_higher():
+    from mlscale.processors.devices import MeasuredDevice
+    from mlscale.processors.profile import LayerProfile, _recommend
+
+    gpu = MeasuredDevice("GPU", "cuda", "cuda:0", {"fp32": 1e13, "bf16": 1e14}, 1e12)
+    layers = [LayerProfile("fc", "Linear", 10**9, 10**6, {"cuda:0": 1e-4}, {"cuda:0": "compute"}, None)]
+    rec = _recommend(layers, [gpu], {"cuda:0": {8: 1e5}}, 8)
+    assert rec.device == "cuda:0" and "10.0x its fp32 one" in rec.reason and "tpu-v1" not in rec.reason

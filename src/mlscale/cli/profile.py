@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from mlscale.cli.devices import ArgumentParser, cache_dir, set_threads
@@ -44,8 +45,11 @@ def run(argv: list[str]) -> int:
         raise MlscaleError(f"--roofline must name a .png file, got '{args.roofline}'")
     shape = _shape(args.input_shape)
     model, name = _build(args, shape)
-    from mlscale.processors.devices import measured_devices
+    from mlscale.processors.devices import cache_path, measured_devices
     from mlscale.processors.profile import profile_model
+
+    if not cache_path(cache_dir()).exists():
+        print("measuring this machine's devices first (once; cached, see mlscale devices)", file=sys.stderr)
 
     prof = profile_model(model, shape, args.batch, measured_devices(cache_dir()), name=name,
                          systolic=not args.no_systolic)

@@ -337,6 +337,11 @@ def _recommend(layers: list[LayerProfile], devices: list[MeasuredDevice], throug
               f"({per_batch}); at batch {batch}, {n_mem} of {n_mat} matmul layers are memory-bound there")
     if others:
         reason += f"; other devices: {', '.join(others)}"
+    roofs = next((d.matmul_flops for d in devices if d.index == best_device), {})
+    fp32, low = roofs.get("fp32", 0.0), max(roofs.get("bf16", 0.0), roofs.get("fp16", 0.0))
+    if fp32 and low > 1.5 * fp32 and n_mat > n_mem:
+        reason += (f"; its bf16/fp16 matmul roof measured {low / fp32:.1f}x its fp32 one, so the compute-bound "
+                   f"layers may gain from bf16 (--precision bf16)")
     sys_total = sum(l.systolic_s for l in layers if l.systolic_s is not None)
     dev_total = sum(l.time_s[best_device] for l in layers if l.systolic_s is not None)
     if sys_total > 0:
