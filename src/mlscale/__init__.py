@@ -17,10 +17,13 @@ _LAZY = {
     "RunResult": "mlscale.training.engine",
     "simulate": "mlscale.processors.systolic",
     "tune": "mlscale.search.runner",
+    "discover_devices": "mlscale.processors.devices",
+    "measured_devices": "mlscale.processors.devices",
+    "profile_model": "mlscale.processors.profile",
 }
 
 # name -> subpackage exposed as an attribute (`mlscale.systolic.run_functional(...)`)
-_LAZY_MODULES = {"systolic": "mlscale.processors.systolic"}
+_LAZY_MODULES = {"systolic": "mlscale.processors.systolic", "devices": "mlscale.processors.devices"}
 
 __all__ = ["MlscaleError", "RunFailed", "__version__", *_LAZY, *_LAZY_MODULES]
 

@@ -23,6 +23,11 @@ def test_discovery_lists_the_cpu_with_its_model_cores_threads_and_simd(tmp_path)
     assert cpu.detail["torch_threads"] == torch.get_num_threads() and cpu.detail["cores"] >= 1
 
 
+def test_without_proc_cpuinfo_the_cpu_is_still_a_row(tmp_path):
+    cpu = discover_devices(tmp_path / "no-cpuinfo")[0]
+    assert cpu.kind == "cpu" and cpu.status == OK and cpu.name and cpu.detail["simd"] == []
+
+
 def test_every_kind_has_a_row_and_an_absent_xla_is_reported_not_raised():
     rows = discover_devices()
     assert [r.kind for r in rows][0] == "cpu"

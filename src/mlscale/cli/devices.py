@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from mlscale.errors import MlscaleError
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remeasure", action="store_true", help="measure again instead of reading the cache")
     p.add_argument("--quick", action="store_true", help="smaller operands when measuring (seconds on a CPU)")
     p.add_argument("--repeats", type=int, default=5, help="timed samples per figure (median and spread)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads on the CPU (default: torch's, one per core)")
     p.add_argument("--roofline", metavar="PNG", help="also draw the devices' measured rooflines to this PNG")
     return p
 
@@ -40,8 +42,20 @@ def cache_dir() -> str | None:
     return os.environ.get("MLSCALE_CACHE_DIR") or None
 
 
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads (on a busy machine, fewer threads than cores times far better)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise MlscaleError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     if args.repeats < 1:
         raise MlscaleError(f"--repeats must be >= 1, got {args.repeats}")
     if args.roofline and not args.roofline.lower().endswith(".png"):
@@ -49,6 +63,9 @@ def run(argv: list[str]) -> int:
     from mlscale.processors.devices import cache_path, discover_devices, measure_devices
 
     found = discover_devices()
+    if args.remeasure or not cache_path(cache_dir(), found).exists():
+        print("measuring matmul FLOP/s and memory bandwidth of "
+              f"{', '.join(d.index for d in found if d.usable)} (once per machine; cached)", file=sys.stderr)
     measured = measure_devices(remeasure=args.remeasure, cache_dir=cache_dir(), quick=args.quick, repeats=args.repeats)
     if args.roofline:
         from mlscale.processors.roofline import plot_roofline
@@ -75,7 +92,8 @@ def format_devices(found) -> str:
     for d in found:
         if d.kind == "cpu":
             det = d.detail
-            detail = (f"{det['cores']} cores, torch uses {det['torch_threads']} threads"
+            n = det["torch_threads"]
+            detail = (f"{det['cores']} cores, torch uses {n} thread{'s' if n != 1 else ''}"
                       + (f", {det['mhz']:.0f} MHz" if det.get("mhz") else "") + f", SIMD {' '.join(det['simd']) or '-'}")
         elif d.kind == "cuda" and d.usable:
             det = d.detail

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
-from mlscale.cli.devices import ArgumentParser, cache_dir
+from mlscale.cli.devices import ArgumentParser, cache_dir, set_threads
 from mlscale.errors import MlscaleError
 
 EXAMPLES = """examples:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=10, help="classes of a built-in model's head")
     p.add_argument("--width", type=int, help="built-in model width (default: the model's)")
     p.add_argument("--depth", type=int, help="built-in model depth (default: the model's)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads on the CPU (default: torch's, one per core)")
     p.add_argument("--roofline", metavar="PNG", help="draw the roofline with the model's layers to this PNG")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--no-systolic", action="store_true", help="leave out the TPU-like systolic column")
@@ -36,14 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     if args.batch < 1:
         raise MlscaleError(f"--batch must be >= 1, got {args.batch}")
     if args.roofline and not args.roofline.lower().endswith(".png"):
         raise MlscaleError(f"--roofline must name a .png file, got '{args.roofline}'")
     shape = _shape(args.input_shape)
     model, name = _build(args, shape)
-    from mlscale.processors.devices import measured_devices
+    from mlscale.processors.devices import cache_path, measured_devices
     from mlscale.processors.profile import profile_model
+
+    if not cache_path(cache_dir()).exists():
+        print("measuring this machine's devices first (once; cached, see mlscale devices)", file=sys.stderr)
 
     prof = profile_model(model, shape, args.batch, measured_devices(cache_dir()), name=name,
                          systolic=not args.no_systolic)
@@ -89,7 +95,10 @@ def _build(args, shape: tuple[int, ...]):
                 setattr(cfg, field, value)
         if args.classes < 2:
             raise MlscaleError(f"--classes must be >= 2, got {args.classes}")
-        return build_model(cfg, shape, args.classes), args.model
+        try:
+            return build_model(cfg, shape, args.classes), args.model
+        except (RuntimeError, MemoryError) as err:  # e.g. weights for an absurd input shape
+            raise MlscaleError(f"cannot build {args.model} for input shape {shape}: {err}") from err
     file, _, attr = args.model.rpartition(":")
     path = Path(file)
     if not path.is_file():

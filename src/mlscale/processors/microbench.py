@@ -56,18 +56,19 @@ def time_op(fn: Callable[[], object], device: torch.device, *, warmup: int = 2, 
             min_sample_s: float = 0.02) -> tuple[list[float], int]:
     """Seconds per call of `fn` on `device`: one value per sample, and the calls per sample.
 
-    Runs `warmup` calls, then finds how many calls last `min_sample_s`, then times `repeats`
-    samples of that many calls, synchronising before each clock read.
+    Runs `warmup` calls (at least one), each timed; from the fastest it sets how many calls last
+    `min_sample_s`, then times `repeats` samples of that many calls, synchronising before each
+    clock read.
     """
     if repeats < 1 or warmup < 0:
         raise MlscaleError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    for _ in range(max(warmup, 1)):
+    one = float("inf")
+    for _ in range(max(warmup, 1)):  # the fastest warm-up call sizes the samples: a call that was
+        synchronize(device)            # descheduled on a busy machine must not shrink them to one call
+        start = time.perf_counter()
         fn()
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    one = max(time.perf_counter() - start, 1e-9)
+        synchronize(device)
+        one = min(one, max(time.perf_counter() - start, 1e-9))
     calls = max(1, min(10_000, int(min_sample_s / one)))
     samples = []
     for _ in range(repeats):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -118,12 +119,13 @@ class _Call:
 
 
 def profile_model(model: nn.Module, input_shape: tuple[int, ...], batch: int, devices: list[MeasuredDevice],
-                  *, name: str = "model", batches: list[int] | None = None, repeats: int = 3,
-                  min_sample_s: float = 0.005, systolic: bool = True) -> ModelProfile:
+                  *, name: str = "model", batches: list[int] | None = None, repeats: int = 5,
+                  min_sample_s: float = 0.01, systolic: bool = True) -> ModelProfile:
     """Profile `model`'s forward pass at `batch` samples of `input_shape` on every device given.
 
     Args:
-        model: any module taking one float tensor (batch, *input_shape).
+        model: any module taking one float tensor (batch, *input_shape); it is cast to fp32 (in
+            place, as `Module.float()` does) and its train/eval mode is restored afterwards.
         input_shape: shape of one sample.
         batch: the batch size profiled layer by layer.
         devices: measured devices (`measured_devices()`); each is timed, and its roofs set the bounds.
@@ -140,17 +142,43 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], batch: int, de
     if not devices:
         raise MlscaleError("no measured device to profile on")
     input_shape = tuple(int(s) for s in input_shape)
+    was_training = model.training
     model = model.float()
     model.train()  # train mode: no fused inference fast paths, so every submodule is really called
-    calls = _record_calls(model, torch.randn(batch, *input_shape))
+    try:
+        calls = _record_calls(model, _batch_of(batch, input_shape, torch.device("cpu")))
+    finally:
+        model.train(was_training)
     layers = [_profile_call(c, devices, repeats, min_sample_s) for c in calls]
     if systolic:
         for layer, call in zip(layers, calls):
             layer.systolic_s = _systolic_seconds(call)
     batches = sorted(set(batches or [max(1, batch // 16), max(1, batch // 4), batch, batch * 4]))
-    throughput = {d.index: _throughput(model, input_shape, batches, d.index, repeats) for d in devices}
+    throughput = {d.index: _throughput(model, input_shape, batches, d.index, repeats, min_sample_s) for d in devices}
     return ModelProfile(name, batch, input_shape, layers, devices, throughput,
                         _recommend(layers, devices, throughput, batch))
+
+
+def _batch_of(batch: int, input_shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    n_bytes = 4 * batch * math.prod(input_shape)
+    if device.type == "cpu" and hasattr(os, "sysconf") and n_bytes > _physical_memory_bytes():
+        # refuse before allocating: with memory overcommit on, a huge allocation succeeds and filling
+        # it brings the OOM killer instead of an error
+        raise MlscaleError(f"a batch of {batch} samples of shape {input_shape} ({n_bytes / 2**30:,.1f} GiB) "
+                           f"does not fit in memory on {device} ({_physical_memory_bytes() / 2**30:,.1f} GiB)")
+    try:
+        return torch.randn(batch, *input_shape, device=device)
+    except (RuntimeError, MemoryError) as err:  # the allocator's "can't allocate memory", or CUDA OOM
+        raise MlscaleError(f"a batch of {batch} samples of shape {input_shape} does not fit in memory on "
+                           f"{device}: {err}") from err
+
+
+def _physical_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or "allocate" in str(err)
 
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -227,7 +255,7 @@ def _profile_call(call: _Call, devices: list[MeasuredDevice], repeats: int, min_
         module = copy.deepcopy(call.module).to(device)
         args, kwargs = _to(call.args, device), _to(call.kwargs, device)
         with torch.no_grad():
-            seconds, _ = time_op(lambda: module(*args, **kwargs), device, warmup=1, repeats=repeats,
+            seconds, _ = time_op(lambda: module(*args, **kwargs), device, warmup=3, repeats=repeats,
                                  min_sample_s=min_sample_s)
         layer.time_s[d.index] = sorted(seconds)[len(seconds) // 2]
         ridge = d.ridge_intensity("fp32") if d.matmul_flops.get("fp32") and d.mem_bandwidth else math.inf
@@ -276,17 +304,19 @@ def _systolic_seconds(call: _Call) -> float | None:
 
 
 def _throughput(model: nn.Module, input_shape: tuple[int, ...], batches: list[int], index: str,
-                repeats: int) -> dict[int, float]:
+                repeats: int, min_sample_s: float) -> dict[int, float]:
     device = torch.device(index)
     m = copy.deepcopy(model).to(device)
     out = {}
     for b in batches:
-        x = torch.randn(b, *input_shape, device=device)
         try:
+            x = _batch_of(b, input_shape, device)
             with torch.no_grad():
-                seconds, _ = time_op(lambda: m(x), device, warmup=1, repeats=repeats, min_sample_s=0.01)
-        except torch.OutOfMemoryError:
-            break
+                seconds, _ = time_op(lambda: m(x), device, warmup=3, repeats=repeats, min_sample_s=min_sample_s)
+        except (MlscaleError, RuntimeError, MemoryError) as err:
+            if out and (isinstance(err, MlscaleError) or _out_of_memory(err)):
+                break  # larger batches do not fit: recommend among those that did
+            raise
         out[b] = b / sorted(seconds)[len(seconds) // 2]
     return out
 
@@ -307,6 +337,11 @@ def _recommend(layers: list[LayerProfile], devices: list[MeasuredDevice], throug
               f"({per_batch}); at batch {batch}, {n_mem} of {n_mat} matmul layers are memory-bound there")
     if others:
         reason += f"; other devices: {', '.join(others)}"
+    roofs = next((d.matmul_flops for d in devices if d.index == best_device), {})
+    fp32, low = roofs.get("fp32", 0.0), max(roofs.get("bf16", 0.0), roofs.get("fp16", 0.0))
+    if fp32 and low > 1.5 * fp32 and n_mat > n_mem:
+        reason += (f"; its bf16/fp16 matmul roof measured {low / fp32:.1f}x its fp32 one, so the compute-bound "
+                   f"layers may gain from bf16 (--precision bf16)")
     sys_total = sum(l.systolic_s for l in layers if l.systolic_s is not None)
     dev_total = sum(l.time_s[best_device] for l in layers if l.systolic_s is not None)
     if sys_total > 0:
