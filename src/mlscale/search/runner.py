@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlscale.config import TrainConfig, to_dict, validate
-from mlscale.errors import MlscaleError
+from mlscale.errors import MlscaleError, RunFailed
 from mlscale.search import report
 from mlscale.search.report import TuneResult
 from mlscale.search.objective import TrialSettings, run_trial
@@ -252,13 +252,16 @@ def _run_workers(spec: StudySpec, parallel: int, say) -> None:
             if p.is_alive():
                 p.terminate()
             p.join()
-    for i, p in enumerate(procs):
-        if p.exitcode:
-            how = f"killed by {signal.Signals(-p.exitcode).name}" if p.exitcode < 0 else f"exit status {p.exitcode}"
-            say(f"mlscale tune: warning: worker {i} stopped ({how}); its trial, if any, is left to the heartbeat/resume")
     line = report.progress_line(study, spec.n_trials)
     if line != last:
         say(line)
+    stopped = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode]
+    if stopped and _counted(study) < spec.n_trials:
+        i, code = stopped[0]
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        raise RunFailed(f"tuner worker {i} {how} (its error is above) with {spec.n_trials - _counted(study)} "
+                        f"trial(s) of the budget left; the study keeps every finished trial: run the same "
+                        f"command again to continue it")
 
 
 def _worker_main(spec: StudySpec, worker: int, parent_pid: int) -> None:
