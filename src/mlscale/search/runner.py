@@ -91,7 +91,7 @@ def tune(space: str | Path | SearchSpace, config: TrainConfig | None = None, *, 
         n_trials = min(n_trials, grid_size)
     study_dir = Path(out_dir) / f"tune-{study_name}"
     study_dir.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // (parallel * workers_per_trial))
+    threads = base.threads or max(1, (os.cpu_count() or 1) // (parallel * workers_per_trial))  # --threads wins
     base_dict = to_dict(base)
     spec = StudySpec(study_name=study_name, storage_url=storage, study_dir=str(study_dir), space=space,
                      settings=TrialSettings(base=base_dict, trials_dir=str(study_dir / "trials"), threads=threads,
