@@ -5,7 +5,7 @@ time, torch on all cores' threads, as a plain Optuna `study.optimize` loop runs)
 fresh `mlscale tune` process, so each pays its own start-up (Python, torch, the workers' spawn).
 Prints wall times, the speed-up, and the best test accuracy each found.
 
-    python bench/search_speedup.py [--trials 8] [--seeds 2] [--epochs 4] [--quick]
+    python bench/search_speedup.py [--trials 8] [--seeds 2] [--epochs 4] [--peer-threads 0] [--quick]
 """
 
 import argparse
@@ -32,7 +32,8 @@ def run(parallel: int, args, seed: int) -> tuple[float, float]:
         space.write_text(yaml.safe_dump(SPACE))
         cmd = [sys.executable, "-m", "mlscale", "tune", "--space", str(space), "--trials", str(args.trials),
                "--parallel", str(parallel), "--sampler", "random", "--pruner", "none", "--seed", str(seed),
-               "--out-dir", out, "--quiet", "--epochs", str(args.epochs), "--batch_size", "32"]
+               "--out-dir", out, "--quiet", "--epochs", str(args.epochs), "--batch_size", "32",
+               "--threads", str(args.peer_threads if parallel == 1 else 0)]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         wall = time.perf_counter() - t0
@@ -46,11 +47,13 @@ def main():
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--peer-threads", type=int, default=0,
+                        help="torch threads of the --parallel 1 run (0: the tuner's default, all cores)")
     parser.add_argument("--quick", action="store_true", help="4 trials of 2 epochs, 1 seed")
     args = parser.parse_args()
     if args.quick:
         args.trials, args.seeds, args.epochs = 4, 1, 2
-    print(f"{os.cpu_count()} cores; mlscale tune, {args.trials} trials of a digits MLP ({args.epochs} epochs each), "
+    print(f"{os.cpu_count()} cores, --parallel 1 with {args.peer_threads or 'all cores'} threads; mlscale tune, {args.trials} trials of a digits MLP ({args.epochs} epochs each), "
           f"random sampler, no pruning; seeds 0..{args.seeds - 1}")
     print(f"{'seed':>4} {'--parallel 1 s':>15} {'--parallel 2 s':>15} {'speed-up':>9} {'best p1':>8} {'best p2':>8}")
     speedups, best1, best2 = [], [], []

@@ -106,7 +106,7 @@ def tune(space: str | Path | SearchSpace, config: TrainConfig | None = None, *, 
         _work(spec, 0, progress_every_trial=say)
     else:
         _run_workers(spec, parallel, say)
-    return report.write_report(study, study_dir, base_dict, say)
+    return report.write_report(study, study_dir, base_dict, print if progress else (lambda m: None))
 
 
 def _check_args(n_trials, parallel, workers_per_trial, sampler, pruner, study_name) -> None:
@@ -212,7 +212,8 @@ def build_sampler(spec: StudySpec, worker: int):
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler(spec.space.grid(), seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    # constant liar: running trials count as bad ones, so parallel workers spread their suggestions
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def build_pruner(name: str, max_epochs: int):
