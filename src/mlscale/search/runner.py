@@ -79,7 +79,7 @@ def tune(space: str | Path | SearchSpace, config: TrainConfig | None = None, *, 
         MlscaleError: bad space, arguments or storage.
     """
     if not isinstance(space, SearchSpace):
-        study_name = study_name or Path(space).stem
+        study_name = study_name or re.sub(r"[^A-Za-z0-9_.-]", "-", Path(space).stem).lstrip("-._") or "tune"
         space = load_space(space)
     study_name = study_name or "tune"
     _check_args(n_trials, parallel, workers_per_trial, sampler, pruner, study_name)
