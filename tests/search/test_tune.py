@@ -3,6 +3,7 @@ studies in journal files; pruning fed by the engine's per-epoch evaluation; fail
 and the study going on; the report's best config accepted by `mlscale train --config`."""
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -120,3 +121,21 @@ def test_a_trial_can_itself_be_data_parallel(tmp_path):
     for t in trials:  # the watcher reported every epoch of the 2-worker run
         assert t.user_attrs["config"]["workers"] == 2 and sorted(t.intermediate_values) == [1, 2]
         assert t.intermediate_values[2] == t.value
+
+
+@pytest.mark.multiprocess
+def test_a_pruned_data_parallel_trial_stops_its_workers(small_config):
+    """The watcher reports the 2-worker run's epochs as they are logged; pruned after epoch 1 (a
+    threshold no run reaches), it stops the workers and the trial ends PRUNED, not failed."""
+    import multiprocessing
+
+    from mlscale.search.objective import _train_data_parallel
+
+    cfg = small_config(epochs=3, workers=2, name="trial-0000")
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.999))
+    study.optimize(lambda trial: _train_data_parallel(trial, cfg).test_accuracy, n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
+    (run_dir,) = (p.parent for p in Path(cfg.out_dir).glob("trial-0000-*/metrics.jsonl"))
+    assert not (run_dir / "summary.json").exists()  # stopped before the end
+    assert [p for p in multiprocessing.active_children() if p.name.startswith("mlscale-rank")] == []

@@ -43,14 +43,16 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--config", help="base training config (YAML) every trial starts from")
     parser.add_argument("--out-dir", default="runs", help="the study directory is OUT_DIR/tune-STUDY [runs]")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (worker i: seed + i) [0]")
-    parser.add_argument("--quiet", action="store_true", help="print only the final report")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines: print only the leaderboard")
     args, rest = parser.parse_known_args(argv)
     base = build_config(load_yaml(args.config) if args.config else {}, parse_overrides(rest))
 
     from mlscale.search.runner import tune
 
-    tune(args.space, base, n_trials=args.trials, parallel=args.parallel, workers_per_trial=args.workers_per_trial,
+    result = tune(args.space, base, n_trials=args.trials, parallel=args.parallel, workers_per_trial=args.workers_per_trial,
          sampler=args.sampler, pruner=args.pruner, storage=args.storage or os.environ.get(STORAGE_ENV) or None,
          study_name=args.study, resume=args.resume, out_dir=args.out_dir, seed=args.seed,
          progress=not args.quiet)
+    if args.quiet:
+        print(result.files["leaderboard"].read_text(), end="")
     return 0

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlscale.config import TrainConfig, to_dict, validate
-from mlscale.errors import MlscaleError
+from mlscale.errors import MlscaleError, RunFailed
 from mlscale.search import report
 from mlscale.search.report import TuneResult
 from mlscale.search.objective import TrialSettings, run_trial
@@ -79,7 +79,7 @@ def tune(space: str | Path | SearchSpace, config: TrainConfig | None = None, *, 
         MlscaleError: bad space, arguments or storage.
     """
     if not isinstance(space, SearchSpace):
-        study_name = study_name or Path(space).stem
+        study_name = study_name or re.sub(r"[^A-Za-z0-9_.-]", "-", Path(space).stem).lstrip("-._") or "tune"
         space = load_space(space)
     study_name = study_name or "tune"
     _check_args(n_trials, parallel, workers_per_trial, sampler, pruner, study_name)
@@ -91,7 +91,7 @@ def tune(space: str | Path | SearchSpace, config: TrainConfig | None = None, *, 
         n_trials = min(n_trials, grid_size)
     study_dir = Path(out_dir) / f"tune-{study_name}"
     study_dir.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // (parallel * workers_per_trial))
+    threads = base.threads or max(1, (os.cpu_count() or 1) // (parallel * workers_per_trial))  # --threads wins
     base_dict = to_dict(base)
     spec = StudySpec(study_name=study_name, storage_url=storage, study_dir=str(study_dir), space=space,
                      settings=TrialSettings(base=base_dict, trials_dir=str(study_dir / "trials"), threads=threads,
@@ -106,7 +106,7 @@ def tune(space: str | Path | SearchSpace, config: TrainConfig | None = None, *, 
         _work(spec, 0, progress_every_trial=say)
     else:
         _run_workers(spec, parallel, say)
-    return report.write_report(study, study_dir, base_dict, say)
+    return report.write_report(study, study_dir, base_dict, print if progress else (lambda m: None))
 
 
 def _check_args(n_trials, parallel, workers_per_trial, sampler, pruner, study_name) -> None:
@@ -212,7 +212,8 @@ def build_sampler(spec: StudySpec, worker: int):
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler(spec.space.grid(), seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    # constant liar: running trials count as bad ones, so parallel workers spread their suggestions
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def build_pruner(name: str, max_epochs: int):
@@ -252,13 +253,16 @@ def _run_workers(spec: StudySpec, parallel: int, say) -> None:
             if p.is_alive():
                 p.terminate()
             p.join()
-    for i, p in enumerate(procs):
-        if p.exitcode:
-            how = f"killed by {signal.Signals(-p.exitcode).name}" if p.exitcode < 0 else f"exit status {p.exitcode}"
-            say(f"mlscale tune: warning: worker {i} stopped ({how}); its trial, if any, is left to the heartbeat/resume")
     line = report.progress_line(study, spec.n_trials)
     if line != last:
         say(line)
+    stopped = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode]
+    if stopped and _counted(study) < spec.n_trials:
+        i, code = stopped[0]
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        raise RunFailed(f"tuner worker {i} {how} (its error is above) with {spec.n_trials - _counted(study)} "
+                        f"trial(s) of the budget left; the study keeps every finished trial: run the same "
+                        f"command again to continue it")
 
 
 def _worker_main(spec: StudySpec, worker: int, parent_pid: int) -> None:
