@@ -14,6 +14,8 @@ from mlscale.errors import MlscaleError
 COMMANDS = {
     "train": ("train", "train a model (one process, or many with --workers)"),
     "systolic": ("systolic", "simulate a systolic array of MAC units, cycle by cycle (no torch needed)"),
+    "scale": ("scale", "run a job at several worker counts: throughput, efficiency, step split, time, cost"),
+    "plan": ("plan", "predict time and cost per worker count and device, calibrated here"),
 }
 
 

@@ -42,6 +42,7 @@ class StepMeasure:
     input_wait_s: float
     steps: int
     threads: int
+    comm_s: float = 0.0  # gradient all-reduce in flight per step (ddp; mean over the whole run)
 
     @property
     def compute_s(self) -> float:
@@ -109,7 +110,45 @@ def measure_step(cfg: TrainConfig, *, steps: int = 20, warmup_steps: int = 5, th
                  for prev, r in zip(train, timed) if r["samples_per_s"] > 0)
     n = timed[-1]["step"] - first["step"]
     wait = timed[-1]["input_wait_s"] - first["input_wait_s"]
-    return StepMeasure(step_s=time_s / n, input_wait_s=wait / n, steps=n, threads=threads)
+    return StepMeasure(step_s=time_s / n, input_wait_s=wait / n, steps=n, threads=threads,
+                       comm_s=result.comm_time_s_per_step or 0.0)
+
+
+def measure_concurrent(cfg: TrainConfig, copies: int, *, steps: int = 20, threads: int = 0,
+                       timeout_s: float = 600.0) -> list[StepMeasure]:
+    """`copies` independent 1-worker runs of `cfg` side by side (separate processes, no
+    communication): one worker's step while the others compete for the same cores and memory, as
+    the workers of a local multi-worker run do. One StepMeasure per copy."""
+    if copies <= 1:
+        return [measure_step(cfg, steps=steps, threads=threads)]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_measure_worker, args=(cfg, steps, threads, queue), daemon=True) for _ in range(copies)]
+    for p in procs:
+        p.start()
+    results, deadline = [], time.monotonic() + timeout_s
+    while len(results) < copies and time.monotonic() < deadline:
+        try:
+            results.append(queue.get(timeout=0.5))
+        except Exception:  # queue.Empty: stop waiting once every copy has ended
+            if not any(p.is_alive() for p in procs) and queue.empty():
+                break
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    errors = [r for r in results if isinstance(r, str)]
+    if errors or len(results) < copies:
+        raise RunFailed(f"a concurrent calibration run failed: {errors[0] if errors else 'no answer within the timeout'}")
+    return results
+
+
+def _measure_worker(cfg, steps, threads, queue) -> None:
+    try:
+        queue.put(measure_step(cfg, steps=steps, threads=threads))
+    except BaseException as err:  # report, never hang the parent
+        queue.put(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 
 
 def backward_fraction(cfg: TrainConfig, *, repeats: int = 10, threads: int = 0) -> float:
