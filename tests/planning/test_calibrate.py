@@ -1,7 +1,6 @@
 """Calibration: the alpha-beta fit on hand-made data, and each real measurement on this machine."""
 
 import pytest
-import torch
 
 from mlscale import TrainConfig
 from mlscale.planning import calibrate as cb
@@ -46,10 +45,3 @@ def test_allreduce_benchmark_on_gloo():
     assert all(t > 0 for t in fit.times_s)
     assert fit.link.alpha_s >= 0 and fit.link.bandwidth_bytes_per_s > 0
     assert fit.max_rel_error() >= 0
-
-
-@pytest.mark.multiprocess
-def test_concurrent_copies_each_report_their_step(small_config):
-    runs = cb.measure_concurrent(small_config(), 2, steps=5, threads=1, timeout_s=120)
-    assert len(runs) == 2 and all(r.step_s > 0 and r.threads == 1 for r in runs)
-    torch.set_num_threads(torch.get_num_threads())
