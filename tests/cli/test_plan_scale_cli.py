@@ -1,6 +1,7 @@
 """`mlscale plan` and `mlscale scale` as a user runs them: real runs, real files, one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -61,5 +62,5 @@ def test_plan_predicts_answers_and_validates(tmp_path):
     plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
     assert [(p["device"], p["n_workers"]) for p in plan["predictions"]] == [
         (d, n) for d in ("cpu", "h100-sxm") for n in (1, 2, 8)]
-    assert [c["n_workers"] for c in plan["validation"]] == [1, 2]  # this machine's counts (2 cores)
+    assert [c["n_workers"] for c in plan["validation"]] == [n for n in (1, 2, 8) if n <= os.cpu_count()]
     assert all(c["measured_step_s"] > 0 for c in plan["validation"])

@@ -68,7 +68,7 @@ def run(argv: list[str]) -> int:
     if known.validate:
         from mlscale.planning.validate import local_counts, validate
 
-        checks = validate(config, local_counts(max(counts)), steps=known.steps, link_fit=cal.link_fit)
+        checks = validate(config, local_counts(counts), steps=known.steps, link_fit=cal.link_fit)
         print(report.validation_text(checks))
     if known.out:
         _write(Path(known.out), cal, predictions, checks, config)

@@ -27,15 +27,10 @@ class Check:
         return self.predicted.step_s / self.measured_step_s - 1
 
 
-def local_counts(max_workers: int | None = None) -> list[int]:
-    """The worker counts this machine holds with at least one core each: 1, 2 (and 4, 8 ... if there
-    are the cores), capped at `max_workers`."""
+def local_counts(counts: list[int]) -> list[int]:
+    """Of `counts`, those this machine holds with at least one core per worker (at least [1])."""
     cores = os.cpu_count() or 1
-    counts, n = [], 1
-    while n <= min(cores, max_workers or cores):
-        counts.append(n)
-        n *= 2
-    return counts
+    return [n for n in counts if n <= cores] or [1]
 
 
 def validate(cfg: TrainConfig, counts: list[int] | None = None, *, steps: int = 20, repeats: int = 1,
@@ -45,7 +40,7 @@ def validate(cfg: TrainConfig, counts: list[int] | None = None, *, steps: int = 
     share cores and memory bandwidth, which separate machines would not), predict n workers from it
     and the fitted all-reduce, then run n workers for real. With `repeats`, calibration and real
     runs alternate and the medians are compared (a shared machine is noisy)."""
-    counts = counts or local_counts()
+    counts = counts or local_counts([1, 2])
     cores = os.cpu_count() or 1
     if link_fit is None and max(counts) > 1:
         link_fit = cb.benchmark_allreduce(max(counts))
