@@ -42,7 +42,7 @@ def calibration_text(cal) -> str:
         f = cal.link_fit
         lines.append(f"  all-reduce ({f.backend}, {f.n_workers} workers, {len(f.sizes_bytes)} sizes "
                      f"{f.sizes_bytes[0] / 1024:.0f} KiB-{f.sizes_bytes[-1] / 2**20:.0f} MiB): alpha {f.link.alpha_s * 1e6:.0f} us, "
-                     f"bandwidth {f.link.bandwidth_bytes_per_s / 1e9:.3g} GB/s (fit within {f.max_rel_error():.0%} of every size)")
+                     f"bandwidth {f.link.bandwidth_bytes_per_s / 1e9:.3g} GB/s (the fit is off by at most {f.max_rel_error():.0%} at any size)")
     return "\n".join(lines)
 
 
