@@ -16,6 +16,7 @@ _LAZY = {
     "train": "mlscale.training.engine",
     "RunResult": "mlscale.training.engine",
     "simulate": "mlscale.processors.systolic",
+    "plan": "mlscale.planning.planner",
 }
 
 # name -> subpackage exposed as an attribute (`mlscale.systolic.run_functional(...)`)

@@ -94,3 +94,19 @@ def test_measured_devices_enter_the_catalog():
     assert compute_scale(cal, specs[0], "bf16") == pytest.approx(1e11 / 2e14)  # measured: no utilisation discount
     (p,) = predict(cal, specs, [2])
     assert p.step.comm_s == pytest.approx(1e7 / 1e9 + 2e-4)  # no link of its own: the calibrated one
+
+
+def test_public_plan_with_a_given_calibration(tmp_path):
+    import mlscale
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("cpu: 0.5\nh100-sxm: 3\n")
+    seen = []
+    p = mlscale.plan(mlscale.TrainConfig(), "1-16", "cpu,h100-sxm", deadline="2m", prices=str(prices),
+                     calibration=_cal(), on_calibrated=seen.append)
+    assert seen == [p.calibration] and [a.device for a in p.answers] == ["cpu", "h100-sxm"]
+    assert len(p.predictions) == 2 * 5 and p.cheapest is not None and p.cheapest.time_s <= 120
+    with pytest.raises(MlscaleError, match="'tpu-v9' is not in the device catalog"):
+        mlscale.plan(None, [1, 2], ["tpu-v9"], calibration=_cal())
+    with pytest.raises(MlscaleError, match="deadline must be positive"):
+        mlscale.plan(None, [1, 2], "cpu", deadline=-5.0, calibration=_cal())

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
-
-from mlscale.errors import MlscaleError
 
 USAGE = ("mlscale plan [--config FILE.yaml] --workers 1-1024 --device cpu,h100-sxm,... [--deadline 2h] "
          "[--prices FILE] [--validate] [--FIELD VALUE ...]")
@@ -32,58 +29,40 @@ def run(argv: list[str]) -> int:
     known, rest = parser.parse_known_args(argv)
     from mlscale.cli.train import parse_overrides
     from mlscale.config import build_config, load_yaml
-    from mlscale.planning.catalog import load_catalog, select
-    from mlscale.planning.prices import load_prices, price_of
-    from mlscale.planning.workers import parse_duration, parse_workers
-
-    # every input is checked before the minutes of calibration start
-    config = build_config(load_yaml(known.config) if known.config else {}, parse_overrides(rest))
-    counts = parse_workers(known.workers)
-    names = [n.strip() for n in known.device.split(",") if n.strip()]
-    if not names:
-        raise MlscaleError("--device: name at least one device (e.g. cpu,h100-sxm)")
-    select(load_catalog(host_matmul_flops=0.0), names)
-    deadline_s = parse_duration(known.deadline) if known.deadline else None
-    prices = load_prices(known.prices) if known.prices else None
-    for name in names:
-        price_of(prices, name, known.prices)
-    if known.steps < 1 or not 0 < known.min_efficiency <= 1:
-        raise MlscaleError("--steps must be >= 1 and --min-efficiency in (0, 1]")
-
     from mlscale.planning import report
-    from mlscale.planning.calibrate import calibrate
-    from mlscale.planning.planner import answer, cheapest_overall, predict
+    from mlscale.planning.planner import plan
 
-    device = "cuda" if config.device.startswith("cuda") else "cpu"
-    print("calibrating: a short run of the job, the all-reduce benchmark, a matmul benchmark ...", flush=True)
-    cal = calibrate(config, steps=known.steps, threads=config.threads or (os.cpu_count() or 1), device=device)
-    print(report.calibration_text(cal))
-    devices = select(load_catalog(cal.matmul_flops), names)
-    dtype = "fp32" if config.precision == "fp32" else "bf16"
-    predictions = predict(cal, devices, counts, prices, dtype=dtype)
-    print(report.prediction_table(predictions))
-    answers = answer(predictions, deadline_s, known.min_efficiency)
-    print(report.answers_text(answers, cheapest_overall(answers), known.min_efficiency))
+    config = build_config(load_yaml(known.config) if known.config else {}, parse_overrides(rest))
+
+    def calibrated(cal):
+        print(report.calibration_text(cal), flush=True)
+
+    result = plan(config, known.workers, known.device, deadline=known.deadline, prices=known.prices,
+                  min_efficiency=known.min_efficiency, steps=known.steps, on_calibrated=calibrated)
+    print(report.prediction_table(result.predictions))
+    print(report.answers_text(result.answers, result.cheapest, known.min_efficiency))
     checks = []
     if known.validate:
         from mlscale.planning.validate import local_counts, validate
 
-        checks = validate(config, local_counts(counts), steps=known.steps, link_fit=cal.link_fit)
+        counts = sorted({p.n_workers for p in result.predictions})
+        checks = validate(config, local_counts(counts), steps=known.steps, link_fit=result.calibration.link_fit)
         print(report.validation_text(checks))
     if known.out:
-        _write(Path(known.out), cal, predictions, checks, config)
+        _write(Path(known.out), result, checks, config)
     return 0
 
 
-def _write(out: Path, cal, predictions, checks, config) -> None:
+def _write(out: Path, result, checks, config) -> None:
     from dataclasses import asdict
 
     from mlscale.planning.sweep import plot_sweep
 
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"calibration": cal.to_dict(), "predictions": [asdict(p) | {"step_s": p.step.step_s} for p in predictions],
+    payload = {"calibration": result.calibration.to_dict(),
+               "predictions": [asdict(p) | {"step_s": p.step.step_s} for p in result.predictions],
                "validation": [asdict(c) | {"error": c.error} for c in checks]}
     (out / "plan.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    first = [p for p in predictions if p.device == predictions[0].device and p.steps_total > 0]
+    first = [p for p in result.predictions if p.device == result.predictions[0].device and p.steps_total > 0]
     paths = plot_sweep(first, out, title=f"{config.model.name} on {first[0].device} (predicted)", predicted=True) if first else []
     print(f"outputs        {out}/  plan.json {' '.join(p.name for p in paths)}")

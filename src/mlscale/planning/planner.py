@@ -110,3 +110,72 @@ def cheapest_overall(answers: list[Answer]) -> Prediction | None:
     """Across devices, the cheapest prediction that meets the deadline (None if none does or no prices)."""
     ok = [a.within_deadline for a in answers if a.within_deadline is not None and a.within_deadline.cost is not None]
     return min(ok, key=lambda p: (p.cost, p.time_s)) if ok else None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `plan` returns: the calibration, every prediction, the answers per device."""
+
+    calibration: Calibration
+    predictions: list[Prediction]
+    answers: list[Answer]
+    cheapest: Prediction | None  # across devices, the cheapest that meets the deadline
+
+
+def plan(config=None, workers: str | list[int] = "1-1024", devices: str | list[str] = "cpu", *,
+         deadline: str | float | None = None, prices: str | dict[str, float] | None = None,
+         min_efficiency: float = DEFAULT_MIN_EFFICIENCY, steps: int = 20, calibration: Calibration | None = None,
+         on_calibrated=None) -> Plan:
+    """Calibrate `config`'s job on this machine and predict it for every worker count and device.
+
+    Args:
+        config: a `TrainConfig` (default: the default digits MLP).
+        workers: counts, as a list or as `mlscale plan --workers` takes them (`"1-1024"`, `"1,2,4"`).
+        devices: catalog names, as a list or comma-separated.
+        deadline: seconds, or `"2h"`-style text: also answer which count meets it at least cost.
+        prices: a price table (device -> price per device-hour) or the path of its YAML file.
+        calibration: reuse an earlier one instead of measuring again.
+        on_calibrated: called with the calibration as soon as it is done (e.g. to print it).
+
+    Raises:
+        MlscaleError: a worker list, device, deadline or price table that is wrong; every input is
+            checked before the calibration's measurements start.
+
+    Example:
+        >>> import mlscale
+        >>> p = mlscale.plan(mlscale.TrainConfig(), "1-64", "cpu,h100-sxm", deadline="1h")  # doctest: +SKIP
+        >>> [(a.device, a.knee.n_workers) for a in p.answers]  # doctest: +SKIP
+    """
+    import os
+
+    from mlscale.config import TrainConfig, validate
+    from mlscale.errors import MlscaleError
+    from mlscale.planning.calibrate import calibrate
+    from mlscale.planning.catalog import load_catalog, select
+    from mlscale.planning.prices import load_prices, price_of
+    from mlscale.planning.workers import parse_duration, parse_workers
+
+    cfg = validate(config if config is not None else TrainConfig())
+    counts = parse_workers(workers) if isinstance(workers, str) else parse_workers(",".join(map(str, workers)))
+    names = [n.strip() for n in devices.split(",") if n.strip()] if isinstance(devices, str) else list(devices)
+    if not names:
+        raise MlscaleError("--device: name at least one device (e.g. cpu,h100-sxm)")
+    select(load_catalog(host_matmul_flops=0.0), names)
+    deadline_s = parse_duration(deadline) if isinstance(deadline, str) else deadline
+    if deadline_s is not None and not deadline_s > 0:
+        raise MlscaleError(f"the deadline must be positive, got {deadline}")
+    source = prices if isinstance(prices, str) else "the price table"
+    table = load_prices(prices) if isinstance(prices, str) else prices
+    for name in names:
+        price_of(table, name, source)
+    if steps < 1 or not 0 < min_efficiency <= 1:
+        raise MlscaleError("--steps must be >= 1 and --min-efficiency in (0, 1]")
+    if calibration is None:
+        device = "cuda" if cfg.device.startswith("cuda") else "cpu"
+        calibration = calibrate(cfg, steps=steps, threads=cfg.threads or (os.cpu_count() or 1), device=device)
+    if on_calibrated is not None:
+        on_calibrated(calibration)
+    dtype = "fp32" if cfg.precision == "fp32" else "bf16"
+    predictions = predict(calibration, select(load_catalog(calibration.matmul_flops), names), counts, table, dtype)
+    answers = answer(predictions, deadline_s, min_efficiency)
+    return Plan(calibration, predictions, answers, cheapest_overall(answers))
