@@ -1,6 +1,7 @@
 """Calibration: the alpha-beta fit on hand-made data, and each real measurement on this machine."""
 
 import pytest
+import torch
 
 from mlscale import TrainConfig
 from mlscale.planning import calibrate as cb
@@ -36,6 +37,9 @@ def test_step_split_gradients_and_backward_share(small_config):
     assert sum(cb.gradient_buckets(cfg)) == n_bytes  # fp32 gradients, every parameter once
     assert 0 < cb.backward_fraction(cfg, repeats=3, threads=1) < 1
     assert cb.matmul_flops(threads=1, n=128, seconds=0.05) > 0
+    # the MLP's step: per linear layer at least a matmul forward and two backward, plus AdamW's updates
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert cb.count_ops(cfg) >= 3 * n_linear + len(list(model.parameters()))
 
 
 @pytest.mark.multiprocess

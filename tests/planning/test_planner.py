@@ -15,8 +15,9 @@ from mlscale.planning.planner import answer, cheapest_overall, compute_scale, pr
 LINK = Link(alpha_s=1e-4, bandwidth_bytes_per_s=1e9)
 
 
-def _cal(compute_s=0.1, grad_bytes=10_000_000):
-    profile = StepProfile(compute_s=compute_s, backward_s=compute_s / 2, input_wait_s=0.0, bucket_bytes=(grad_bytes,))
+def _cal(compute_s=0.1, grad_bytes=10_000_000, ops=0):
+    profile = StepProfile(compute_s=compute_s, backward_s=compute_s / 2, input_wait_s=0.0, bucket_bytes=(grad_bytes,),
+                          ops_per_step=ops)
     return Calibration(profile=profile, link_fit=LinkFit(LINK, 2, "gloo", (1,), (1.0,)), matmul_flops=1e11,
                        threads=2, device="cpu", batch_size=100, n_train=102_400, grad_accum_steps=1, epochs=1)
 
@@ -47,6 +48,17 @@ def test_spec_sheet_devices_scale_compute_and_use_their_links():
     eight, sixteen = predict(cal, [h100], [8, 16])
     assert h100.link_for(8) == h100.link and h100.link_for(16) == h100.network  # past one node: the network
     assert sixteen.step.comm_s > eight.step.comm_s
+
+
+def test_a_gpu_step_takes_at_least_its_launches():
+    cal = _cal(ops=1000)
+    h100 = load_catalog(cal.matmul_flops, include_measured=False)["h100-sxm"]
+    assert h100.launch_s > 0
+    assert compute_scale(cal, h100, "bf16") == pytest.approx(1000 * h100.launch_s / 0.1)  # 6 ms of launches
+    (one,) = predict(cal, [h100], [1])
+    assert one.step.compute_s == pytest.approx(1000 * h100.launch_s)
+    tpu = load_catalog(cal.matmul_flops, include_measured=False)["tpu-v5e"]  # compiled steps: FLOPs decide
+    assert compute_scale(cal, tpu, "bf16") == pytest.approx(1e11 / (197e12 * SPEC_SHEET_UTILISATION))
 
 
 def test_answers_deadline_knee_and_cost():

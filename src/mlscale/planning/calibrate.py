@@ -181,6 +181,37 @@ def backward_fraction(cfg: TrainConfig, *, repeats: int = 10, threads: int = 0) 
     return b / (f + b + u)
 
 
+def count_ops(cfg: TrainConfig) -> int:
+    """Operators one training step dispatches (forward, loss, backward, optimizer update), each a
+    kernel launch on a GPU: below a point, a step costs launches, not FLOPs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mlscale.training.data import build_data
+    from mlscale.training.models import build_model
+    from mlscale.training.optim import build_optimizer
+
+    class _Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            _Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.n_classes)
+    opt = build_optimizer(cfg.optim, model)
+    x, y = (torch.stack([torch.as_tensor(data.train[i][k]) for i in range(min(cfg.batch_size, len(data.train)))])
+            for k in (0, 1))
+    for _ in range(2):  # the second step: optimizer state exists, as in every later step
+        _Count.n = 0
+        with _Count():
+            F.cross_entropy(model(x).float(), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return _Count.n
+
+
 def gradient_buckets(cfg: TrainConfig) -> tuple[int, ...]:
     """Gradient bytes per DDP bucket for the config's model (fp32 gradients)."""
     from mlscale.training.data import build_data
@@ -295,7 +326,8 @@ def calibrate(cfg: TrainConfig, *, steps: int = 20, threads: int = 0, link_worke
     frac = backward_fraction(cfg, threads=threads)
     buckets = gradient_buckets(cfg)
     profile = StepProfile(compute_s=measured.compute_s, backward_s=measured.compute_s * frac,
-                          input_wait_s=measured.input_wait_s, bucket_bytes=buckets, serial_fraction=serial_fraction)
+                          input_wait_s=measured.input_wait_s, bucket_bytes=buckets, serial_fraction=serial_fraction,
+                          ops_per_step=count_ops(cfg))
     link_fit = benchmark_allreduce(link_workers, device=device) if link_workers >= 2 else None
     n_train = len(build_data(cfg.data, cfg.seed).train)
     return Calibration(profile=profile, link_fit=link_fit, matmul_flops=matmul_flops(threads), threads=threads,

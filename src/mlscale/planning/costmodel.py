@@ -46,6 +46,7 @@ class StepProfile:
     input_wait_s: float  # waiting for the next batch
     bucket_bytes: tuple[int, ...]
     serial_fraction: float = 0.0  # of input_wait_s that is one resource shared by all workers
+    ops_per_step: int = 0  # device operations (kernels) one step runs: forward, backward, update
 
     @property
     def gradient_bytes(self) -> int:

@@ -46,12 +46,16 @@ class Answer:
 
 def compute_scale(cal: Calibration, device: DeviceSpec, dtype: str) -> float:
     """How much longer (> 1) or shorter (< 1) the calibrated compute takes on `device`: measured
-    devices at their measured FLOP/s, spec-sheet ones at SPEC_SHEET_UTILISATION of their peak."""
+    devices at their measured FLOP/s, spec-sheet ones at SPEC_SHEET_UTILISATION of their peak, and
+    never below the step's operator count x the device's launch time."""
     if device.name == "cpu":
         return 1.0
     peak = device.peak_flops.get(dtype) or device.peak_flops.get("fp32") or max(device.peak_flops.values())
     achieved = peak if device.measured else peak * SPEC_SHEET_UTILISATION
-    return cal.matmul_flops / achieved
+    scale = cal.matmul_flops / achieved
+    # an eager GPU step takes at least its operators' launches, however few FLOPs they hold
+    floor_s = cal.profile.ops_per_step * device.launch_s
+    return max(scale, floor_s / cal.profile.compute_s) if cal.profile.compute_s > 0 else scale
 
 
 def steps_for_epochs(n_train: int, batch_size: int, n_workers: int, grad_accum_steps: int, epochs: int) -> int:
