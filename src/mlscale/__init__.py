@@ -20,6 +20,7 @@ _LAZY = {
     "discover_devices": "mlscale.processors.devices",
     "measured_devices": "mlscale.processors.devices",
     "profile_model": "mlscale.processors.profile",
+    "plan": "mlscale.planning.planner",
 }
 
 # name -> subpackage exposed as an attribute (`mlscale.systolic.run_functional(...)`)

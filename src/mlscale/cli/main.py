@@ -17,6 +17,8 @@ COMMANDS = {
     "systolic": ("systolic", "simulate a systolic array of MAC units, cycle by cycle (no torch needed)"),
     "devices": ("devices", "every processor here: measured matmul FLOP/s and memory bandwidth, vendor peaks"),
     "profile": ("profile", "per-layer FLOPs, bytes, intensity and time on each device; which processor and batch"),
+    "scale": ("scale", "run a job at several worker counts: throughput, efficiency, step split, time, cost"),
+    "plan": ("plan", "predict time and cost per worker count and device, calibrated here"),
 }
 
 

@@ -42,6 +42,7 @@ class StepMeasure:
     input_wait_s: float
     steps: int
     threads: int
+    comm_s: float = 0.0  # gradient all-reduce in flight per step (ddp; mean over the whole run)
 
     @property
     def compute_s(self) -> float:
@@ -109,7 +110,45 @@ def measure_step(cfg: TrainConfig, *, steps: int = 20, warmup_steps: int = 5, th
                  for prev, r in zip(train, timed) if r["samples_per_s"] > 0)
     n = timed[-1]["step"] - first["step"]
     wait = timed[-1]["input_wait_s"] - first["input_wait_s"]
-    return StepMeasure(step_s=time_s / n, input_wait_s=wait / n, steps=n, threads=threads)
+    return StepMeasure(step_s=time_s / n, input_wait_s=wait / n, steps=n, threads=threads,
+                       comm_s=result.comm_time_s_per_step or 0.0)
+
+
+def measure_concurrent(cfg: TrainConfig, copies: int, *, steps: int = 20, threads: int = 0,
+                       timeout_s: float = 600.0) -> list[StepMeasure]:
+    """`copies` independent 1-worker runs of `cfg` side by side (separate processes, no
+    communication): one worker's step while the others compete for the same cores and memory, as
+    the workers of a local multi-worker run do. One StepMeasure per copy."""
+    if copies <= 1:
+        return [measure_step(cfg, steps=steps, threads=threads)]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_measure_worker, args=(cfg, steps, threads, queue), daemon=True) for _ in range(copies)]
+    for p in procs:
+        p.start()
+    results, deadline = [], time.monotonic() + timeout_s
+    while len(results) < copies and time.monotonic() < deadline:
+        try:
+            results.append(queue.get(timeout=0.5))
+        except Exception:  # queue.Empty: stop waiting once every copy has ended
+            if not any(p.is_alive() for p in procs) and queue.empty():
+                break
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    errors = [r for r in results if isinstance(r, str)]
+    if errors or len(results) < copies:
+        raise RunFailed(f"a concurrent calibration run failed: {errors[0] if errors else 'no answer within the timeout'}")
+    return results
+
+
+def _measure_worker(cfg, steps, threads, queue) -> None:
+    try:
+        queue.put(measure_step(cfg, steps=steps, threads=threads))
+    except BaseException as err:  # report, never hang the parent
+        queue.put(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 
 
 def backward_fraction(cfg: TrainConfig, *, repeats: int = 10, threads: int = 0) -> float:
@@ -140,6 +179,37 @@ def backward_fraction(cfg: TrainConfig, *, repeats: int = 10, threads: int = 0) 
         fwd.append(t1 - t0), bwd.append(t2 - t1), upd.append(t3 - t2)
     f, b, u = (statistics.median(v[2:]) for v in (fwd, bwd, upd))
     return b / (f + b + u)
+
+
+def count_ops(cfg: TrainConfig) -> int:
+    """Operators one training step dispatches (forward, loss, backward, optimizer update), each a
+    kernel launch on a GPU: below a point, a step costs launches, not FLOPs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mlscale.training.data import build_data
+    from mlscale.training.models import build_model
+    from mlscale.training.optim import build_optimizer
+
+    class _Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            _Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.n_classes)
+    opt = build_optimizer(cfg.optim, model)
+    x, y = (torch.stack([torch.as_tensor(data.train[i][k]) for i in range(min(cfg.batch_size, len(data.train)))])
+            for k in (0, 1))
+    for _ in range(2):  # the second step: optimizer state exists, as in every later step
+        _Count.n = 0
+        with _Count():
+            F.cross_entropy(model(x).float(), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return _Count.n
 
 
 def gradient_buckets(cfg: TrainConfig) -> tuple[int, ...]:
@@ -256,7 +326,8 @@ def calibrate(cfg: TrainConfig, *, steps: int = 20, threads: int = 0, link_worke
     frac = backward_fraction(cfg, threads=threads)
     buckets = gradient_buckets(cfg)
     profile = StepProfile(compute_s=measured.compute_s, backward_s=measured.compute_s * frac,
-                          input_wait_s=measured.input_wait_s, bucket_bytes=buckets, serial_fraction=serial_fraction)
+                          input_wait_s=measured.input_wait_s, bucket_bytes=buckets, serial_fraction=serial_fraction,
+                          ops_per_step=count_ops(cfg))
     link_fit = benchmark_allreduce(link_workers, device=device) if link_workers >= 2 else None
     n_train = len(build_data(cfg.data, cfg.seed).train)
     return Calibration(profile=profile, link_fit=link_fit, matmul_flops=matmul_flops(threads), threads=threads,

@@ -28,6 +28,7 @@ class DeviceSpec:
     devices_per_node: int = 1
     network: Link | None = None  # between nodes; None: the same as `link`
     measured: bool = False  # figures measured on this machine, not read from a spec sheet
+    launch_s: float = 0.0  # host time per operator launched (eager GPUs); 0: not a floor
     source: str = field(default="", compare=False)
 
     def link_for(self, n_workers: int) -> Link | None:
@@ -48,7 +49,7 @@ def spec_sheet_devices() -> list[DeviceSpec]:
             name=name, kind=e["kind"], peak_flops={k: float(v) for k, v in e["peak_flops"].items()},
             mem_bandwidth=float(e["mem_bandwidth"]), link=_link(e.get("link")),
             devices_per_node=int(e.get("devices_per_node", 1)), network=_link(e.get("network")),
-            source="spec sheet (src/mlscale/planning/data/devices.yaml)"))
+            launch_s=float(e.get("launch_s", 0.0)), source="spec sheet (src/mlscale/planning/data/devices.yaml)"))
     return out
 
 

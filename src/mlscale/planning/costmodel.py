@@ -46,6 +46,7 @@ class StepProfile:
     input_wait_s: float  # waiting for the next batch
     bucket_bytes: tuple[int, ...]
     serial_fraction: float = 0.0  # of input_wait_s that is one resource shared by all workers
+    ops_per_step: int = 0  # device operations (kernels) one step runs: forward, backward, update
 
     @property
     def gradient_bytes(self) -> int:
@@ -94,16 +95,20 @@ def exposed_comm_s(bucket_bytes: tuple[int, ...], backward_s: float, n_workers: 
     return max(0.0, comm_free_at - backward_s)
 
 
-def predict_step(profile: StepProfile, n_workers: int, link: Link, *, compute_scale: float = 1.0) -> StepPrediction:
+def predict_step(profile: StepProfile, n_workers: int, link: Link, *, compute_scale: float = 1.0,
+                 overlap: bool = True) -> StepPrediction:
     """The step of each of `n_workers` workers; `compute_scale` multiplies compute and backward
-    (another device's speed relative to the calibrated one: 0.1 = ten times faster)."""
+    (another device's speed relative to the calibrated one: 0.1 = ten times faster). `overlap=False`
+    exposes all communication: when the workers' compute threads already occupy every core of a
+    host, the collective's own copies and reductions take their cycles from backward instead of
+    running beside it (gloo reduces on the CPU)."""
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     compute, backward = profile.compute_s * compute_scale, profile.backward_s * compute_scale
     serial = profile.input_wait_s * profile.serial_fraction
     input_wait = profile.input_wait_s - serial + serial * n_workers
     comm = sum(ring_allreduce_s(b, n_workers, link) for b in profile.bucket_bytes)
-    exposed = exposed_comm_s(profile.bucket_bytes, backward, n_workers, link)
+    exposed = exposed_comm_s(profile.bucket_bytes, backward, n_workers, link) if overlap else comm
     return StepPrediction(n_workers, compute, input_wait, comm, exposed)
 
 

@@ -1,0 +1,51 @@
+"""Calibration: the alpha-beta fit on hand-made data, and each real measurement on this machine."""
+
+import pytest
+import torch
+
+from mlscale import TrainConfig
+from mlscale.planning import calibrate as cb
+from mlscale.planning.costmodel import Link, ring_allreduce_s
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_fit_recovers_the_link_that_made_the_times(n):
+    link = Link(alpha_s=50e-6, bandwidth_bytes_per_s=2e9)
+    sizes = [1024, 65536, 1 << 20, 1 << 24]
+    fitted = cb.fit_link(sizes, [ring_allreduce_s(s, n, link) for s in sizes], n)
+    assert fitted.alpha_s == pytest.approx(50e-6, rel=1e-6)
+    assert fitted.bandwidth_bytes_per_s == pytest.approx(2e9, rel=1e-6)
+
+
+def test_fit_refuses_times_that_do_not_grow():
+    from mlscale.errors import RunFailed
+
+    with pytest.raises(RunFailed, match="do not grow"):
+        cb.fit_link([1024, 1 << 20], [1e-3, 1e-4], 2)
+
+
+def test_step_split_gradients_and_backward_share(small_config):
+    cfg = small_config()
+    m = cb.measure_step(cfg, steps=10, warmup_steps=5, threads=1)
+    assert m.steps == 10 and m.step_s > 0 and 0 < m.input_wait_s < m.step_s and m.compute_s > 0
+    from mlscale.training.data import build_data
+    from mlscale.training.models import build_model
+
+    data = build_data(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.n_classes)
+    n_bytes = sum(p.numel() * 4 for p in model.parameters())
+    assert sum(cb.gradient_buckets(cfg)) == n_bytes  # fp32 gradients, every parameter once
+    assert 0 < cb.backward_fraction(cfg, repeats=3, threads=1) < 1
+    assert cb.matmul_flops(threads=1, n=128, seconds=0.05) > 0
+    # the MLP's step: per linear layer at least a matmul forward and two backward, plus AdamW's updates
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert cb.count_ops(cfg) >= 3 * n_linear + len(list(model.parameters()))
+
+
+@pytest.mark.multiprocess
+def test_allreduce_benchmark_on_gloo():
+    fit = cb.benchmark_allreduce(2, sizes_bytes=(4096, 1 << 16, 1 << 20), repeats=3, timeout_s=60)
+    assert fit.backend == "gloo" and fit.n_workers == 2 and len(fit.times_s) == 3
+    assert all(t > 0 for t in fit.times_s)
+    assert fit.link.alpha_s >= 0 and fit.link.bandwidth_bytes_per_s > 0
+    assert fit.max_rel_error() >= 0
