@@ -8,6 +8,7 @@ al. 2019, section 2.2): the split minimises the largest stage's cost.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -69,22 +70,22 @@ def param_costs(layers: list[Layer]) -> list[float]:
 
 def time_costs(layers: list[Layer], example: torch.Tensor, repeats: int = 5) -> list[float]:
     """Median seconds of each layer's forward + backward on `example` (one micro-batch), each layer
-    fed the previous layer's real output. Measured once before training; gradients are cleared."""
+    fed the previous layer's real output. Measured on copies of the layers, with the random number
+    generator's state set back: the model, its buffers (batch-norm statistics) and the run's
+    random stream are left as they were."""
     costs, x = [], example
-    for layer in layers:
-        times = []
-        for _ in range(repeats):
-            inp = x.detach().requires_grad_(x.is_floating_point())
-            t0 = time.perf_counter()
-            out = layer.module(inp)
-            if out.requires_grad:
-                out.float().sum().backward()
-            times.append(time.perf_counter() - t0)
-        costs.append(statistics.median(times))
-        x = out.detach()
-    for layer in layers:
-        for p in layer.module.parameters():
-            p.grad = None
+    with torch.random.fork_rng(devices=[]):
+        for layer in layers:
+            module, times = copy.deepcopy(layer.module), []
+            for _ in range(repeats):
+                inp = x.detach().requires_grad_(x.is_floating_point())
+                t0 = time.perf_counter()
+                out = module(inp)
+                if out.requires_grad:
+                    out.float().sum().backward()
+                times.append(time.perf_counter() - t0)
+            costs.append(statistics.median(times))
+            x = out.detach()
     return costs
 
 
