@@ -3,7 +3,8 @@ and throughput against data parallelism (ddp) on the same 2 workers and the same
 two jobs that pull opposite ways:
 
 - "wide model, small batch": many parameters per sample. DDP all-reduces every gradient each step
-  (here ~13 MB); the pipeline sends only one boundary activation per micro-batch (~32 KB).
+  (here 8.9M parameters, 36 MB); the pipeline sends only one boundary activation (and its
+  gradient) per micro-batch (at most 8 x 2048 floats, 64 KB).
 - "narrow model, big batch": few parameters per sample. DDP's all-reduce is small and each worker
   computes half the batch; the pipeline adds bubbles and per-micro-batch latency.
 
@@ -23,8 +24,8 @@ from mlscale import train
 from mlscale.config import build_config
 
 JOBS = {
-    "wide model, small batch": {"batch_size": 64, "model": {"name": "mlp", "width": 1024, "depth": 4},
-                                "data": {"dataset": "synthetic", "n_samples": 12_000, "n_features": 256}},
+    "wide model, small batch": {"batch_size": 32, "model": {"name": "mlp", "width": 2048, "depth": 3},
+                                "data": {"dataset": "synthetic", "n_samples": 6_000, "n_features": 256}},
     "narrow model, big batch": {"batch_size": 1024, "model": {"name": "mlp", "width": 128, "depth": 4},
                                 "data": {"dataset": "synthetic", "n_samples": 60_000, "n_features": 256}},
 }
