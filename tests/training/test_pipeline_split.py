@@ -83,6 +83,8 @@ def test_user_sequential_is_cut_at_named_points():
         sp.named_bounds(layers, ["out", "act"], 3)
     with pytest.raises(MlscaleError, match="must be in forward order"):
         sp.named_bounds(layers, ["embed"], 2)
+    with pytest.raises(MlscaleError, match=r"stage 1 would hold only layers without trainable parameters \(act\)"):
+        sp.choose_split(layers, 3, "params", ["act", "mid"])
 
 
 class _NotSequential(nn.Module):

@@ -139,6 +139,13 @@ def choose_split(layers: list[Layer], n_stages: int, how: str, split_points: lis
                  example: torch.Tensor | None = None) -> Split:
     """The split a run uses: the user's points when given, else balanced by `how`."""
     if split_points:
-        return Split(named_bounds(layers, split_points, n_stages), "split_points", tuple(param_costs(layers)))
-    costs = time_costs(layers, example) if how == "time" else param_costs(layers)
-    return Split(balanced_bounds(costs, n_stages), how, tuple(costs))
+        split = Split(named_bounds(layers, split_points, n_stages), "split_points", tuple(param_costs(layers)))
+    else:
+        costs = time_costs(layers, example) if how == "time" else param_costs(layers)
+        split = Split(balanced_bounds(costs, n_stages), how, tuple(costs))
+    for s, (a, b) in enumerate(zip(split.bounds, split.bounds[1:])):
+        if not any(p.requires_grad for layer in layers[a:b] for p in layer.module.parameters()):
+            names = ", ".join(layer.name for layer in layers[a:b])
+            raise MlscaleError(f"pipeline stage {s} would hold only layers without trainable parameters ({names}): "
+                               f"use fewer pipeline.n_stages or other pipeline.split_points")
+    return split
