@@ -56,7 +56,20 @@ def test_split_by_measured_time_covers_every_layer():
     layers = sp.model_layers(model)
     split = sp.choose_split(layers, 2, "time", [], torch.randn(4, 1, 8, 8))
     assert split.how == "time" and len(split.costs) == len(layers) and all(c > 0 for c in split.costs)
-    assert all(p.grad is None for p in model.parameters())  # measuring leaves no gradients behind
+    assert all(p.grad is None for p in model.parameters())  # measuring leaves the model as it was
+
+
+def test_measuring_time_leaves_buffers_and_the_random_stream_alone():
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(3)
+    sp.choose_split(sp.model_layers(model), 2, "time", [], torch.randn(16, 4))
+    after_split = torch.rand(3)
+    torch.manual_seed(3)
+    torch.randn(16, 4)
+    torch.testing.assert_close(after_split, torch.rand(3), rtol=0, atol=0)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
 
 
 def test_user_sequential_is_cut_at_named_points():
@@ -70,6 +83,8 @@ def test_user_sequential_is_cut_at_named_points():
         sp.named_bounds(layers, ["out", "act"], 3)
     with pytest.raises(MlscaleError, match="must be in forward order"):
         sp.named_bounds(layers, ["embed"], 2)
+    with pytest.raises(MlscaleError, match=r"stage 1 would hold only layers without trainable parameters \(act\)"):
+        sp.choose_split(layers, 3, "params", ["act", "mid"])
 
 
 class _NotSequential(nn.Module):

@@ -83,9 +83,11 @@ class PipelineStrategy:
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
         layers = sp.model_layers(model)
-        example = torch.randn(self.micro_batch, *self.input_shape, device=self.device)
-        split = sp.choose_split(layers, self.n_stages, self.cfg.split, self.cfg.split_points,
-                                example if self.cfg.split == "time" else None)
+        example = None
+        if self.cfg.split == "time":  # a sample micro-batch, drawn without touching the run's random stream
+            g = torch.Generator().manual_seed(0)
+            example = torch.randn(self.micro_batch, *self.input_shape, generator=g).to(self.device)
+        split = sp.choose_split(layers, self.n_stages, self.cfg.split, self.cfg.split_points, example)
         box = [split]  # measured times differ by rank: every rank takes rank 0's split
         dist.broadcast_object_list(box, src=0)
         self.split = box[0]

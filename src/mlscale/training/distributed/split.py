@@ -8,6 +8,7 @@ al. 2019, section 2.2): the split minimises the largest stage's cost.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -69,22 +70,22 @@ def param_costs(layers: list[Layer]) -> list[float]:
 
 def time_costs(layers: list[Layer], example: torch.Tensor, repeats: int = 5) -> list[float]:
     """Median seconds of each layer's forward + backward on `example` (one micro-batch), each layer
-    fed the previous layer's real output. Measured once before training; gradients are cleared."""
+    fed the previous layer's real output. Measured on copies of the layers, with the random number
+    generator's state set back: the model, its buffers (batch-norm statistics) and the run's
+    random stream are left as they were."""
     costs, x = [], example
-    for layer in layers:
-        times = []
-        for _ in range(repeats):
-            inp = x.detach().requires_grad_(x.is_floating_point())
-            t0 = time.perf_counter()
-            out = layer.module(inp)
-            if out.requires_grad:
-                out.float().sum().backward()
-            times.append(time.perf_counter() - t0)
-        costs.append(statistics.median(times))
-        x = out.detach()
-    for layer in layers:
-        for p in layer.module.parameters():
-            p.grad = None
+    with torch.random.fork_rng(devices=[]):
+        for layer in layers:
+            module, times = copy.deepcopy(layer.module), []
+            for _ in range(repeats):
+                inp = x.detach().requires_grad_(x.is_floating_point())
+                t0 = time.perf_counter()
+                out = module(inp)
+                if out.requires_grad:
+                    out.float().sum().backward()
+                times.append(time.perf_counter() - t0)
+            costs.append(statistics.median(times))
+            x = out.detach()
     return costs
 
 
@@ -138,6 +139,13 @@ def choose_split(layers: list[Layer], n_stages: int, how: str, split_points: lis
                  example: torch.Tensor | None = None) -> Split:
     """The split a run uses: the user's points when given, else balanced by `how`."""
     if split_points:
-        return Split(named_bounds(layers, split_points, n_stages), "split_points", tuple(param_costs(layers)))
-    costs = time_costs(layers, example) if how == "time" else param_costs(layers)
-    return Split(balanced_bounds(costs, n_stages), how, tuple(costs))
+        split = Split(named_bounds(layers, split_points, n_stages), "split_points", tuple(param_costs(layers)))
+    else:
+        costs = time_costs(layers, example) if how == "time" else param_costs(layers)
+        split = Split(balanced_bounds(costs, n_stages), how, tuple(costs))
+    for s, (a, b) in enumerate(zip(split.bounds, split.bounds[1:])):
+        if not any(p.requires_grad for layer in layers[a:b] for p in layer.module.parameters()):
+            names = ", ".join(layer.name for layer in layers[a:b])
+            raise MlscaleError(f"pipeline stage {s} would hold only layers without trainable parameters ({names}): "
+                               f"use fewer pipeline.n_stages or other pipeline.split_points")
+    return split
