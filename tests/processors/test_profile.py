@@ -119,10 +119,13 @@ def test_recommendation_takes_the_fastest_device_at_its_smallest_near_best_batch
     assert "1 of 1 matmul layers are memory-bound" in rec.reason and "cpu 21,000/s" in rec.reason
 
 
-def test_profile_restores_the_models_mode(cpu_devices):
+def test_an_eval_mode_model_is_profiled_whole_and_its_mode_restored(cpu_devices):
+    # in eval mode MultiheadAttention may take a fused native kernel that counts no FLOPs
     model = Net().eval()
-    profile_model(model, (16,), 2, cpu_devices, batches=[2], repeats=2, min_sample_s=0.001, systolic=False)
+    prof = profile_model(model, (16,), 2, cpu_devices, batches=[2], repeats=2, min_sample_s=0.001, systolic=False)
     assert not model.training
+    attn = next(l for l in prof.layers if l.name == "attn")
+    assert attn.flops == 2 * 2 * 4 * 8 * 24 + 2 * 2 * 4 * 8 * 8 + 2 * 2 * 2 * 4 * 4 * 4 * 2
 
 
 def test_recommendation_points_at_bf16_when_its_roof_is_higher():

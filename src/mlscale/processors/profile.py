@@ -142,19 +142,22 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...], batch: int, de
     if not devices:
         raise MlscaleError("no measured device to profile on")
     input_shape = tuple(int(s) for s in input_shape)
+    batches = sorted(set(batches or [max(1, batch // 16), max(1, batch // 4), batch, batch * 4]))
     was_training = model.training
     model = model.float()
-    model.train()  # train mode: no fused inference fast paths, so every submodule is really called
+    # train mode throughout: no fused inference fast paths (TransformerEncoderLayer's, MultiheadAttention's
+    # native kernel), so every submodule is really called, counted and timed
+    model.train()
     try:
         calls = _record_calls(model, _batch_of(batch, input_shape, torch.device("cpu")))
+        layers = [_profile_call(c, devices, repeats, min_sample_s) for c in calls]
+        if systolic:
+            for layer, call in zip(layers, calls):
+                layer.systolic_s = _systolic_seconds(call)
+        throughput = {d.index: _throughput(model, input_shape, batches, d.index, repeats, min_sample_s)
+                      for d in devices}
     finally:
         model.train(was_training)
-    layers = [_profile_call(c, devices, repeats, min_sample_s) for c in calls]
-    if systolic:
-        for layer, call in zip(layers, calls):
-            layer.systolic_s = _systolic_seconds(call)
-    batches = sorted(set(batches or [max(1, batch // 16), max(1, batch // 4), batch, batch * 4]))
-    throughput = {d.index: _throughput(model, input_shape, batches, d.index, repeats, min_sample_s) for d in devices}
     return ModelProfile(name, batch, input_shape, layers, devices, throughput,
                         _recommend(layers, devices, throughput, batch))
 
