@@ -136,3 +136,10 @@ def test_recommendation_points_at_bf16_when_its_roof_is_higher():
     layers = [LayerProfile("fc", "Linear", 10**9, 10**6, {"cuda:0": 1e-4}, {"cuda:0": "compute"}, None)]
     rec = _recommend(layers, [gpu], {"cuda:0": {8: 1e5}}, 8)
     assert rec.device == "cuda:0" and "10.0x its fp32 one" in rec.reason and "tpu-v1" not in rec.reason
+
+
+def test_a_batchnorm_model_is_timed_at_batch_one(cpu_devices):
+    # the throughput sweep tries batch 1, which BatchNorm refuses in train mode; it is timed in eval mode
+    model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
+    prof = profile_model(model, (16,), 8, cpu_devices, batches=[1, 8], repeats=2, min_sample_s=0.001, systolic=False)
+    assert set(prof.throughput["cpu"]) == {1, 8} and model.training

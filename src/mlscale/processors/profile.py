@@ -309,17 +309,19 @@ def _systolic_seconds(call: _Call) -> float | None:
 def _throughput(model: nn.Module, input_shape: tuple[int, ...], batches: list[int], index: str,
                 repeats: int, min_sample_s: float) -> dict[int, float]:
     device = torch.device(index)
-    m = copy.deepcopy(model).to(device)
+    m = copy.deepcopy(model).to(device).eval()  # whole-model forward as served: fused paths allowed
     out = {}
     for b in batches:
         try:
             x = _batch_of(b, input_shape, device)
             with torch.no_grad():
                 seconds, _ = time_op(lambda: m(x), device, warmup=3, repeats=repeats, min_sample_s=min_sample_s)
-        except (MlscaleError, RuntimeError, MemoryError) as err:
+        except Exception as err:
             if out and (isinstance(err, MlscaleError) or _out_of_memory(err)):
                 break  # larger batches do not fit: recommend among those that did
-            raise
+            if isinstance(err, MlscaleError):
+                raise
+            raise MlscaleError(f"the model fails on a batch of {b} on {device}: {type(err).__name__}: {err}") from err
         out[b] = b / sorted(seconds)[len(seconds) // 2]
     return out
 
