@@ -41,6 +41,8 @@ def test_a_mistake_is_one_line(tmp_path, capsys, args, message):
     code = main(["tune", *space, "--out-dir", str(tmp_path / "runs"), *args])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("mlscale tune: error: ") and message in err, err
+    assert not list((tmp_path / "runs").glob("tune-*/trials"))  # no trial ran
+    assert not (tmp_path / "runs" / "tune-nope").exists()
 
 
 def test_a_bad_space_file_is_one_line(tmp_path, capsys):
