@@ -128,7 +128,7 @@ def _open_study(spec: StudySpec, resume: bool, progress: bool):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(spec.storage_url, Path(spec.study_dir))
+    storage = open_storage(spec.storage_url, Path(spec.study_dir), repair=True)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     exists = spec.study_name in names
     if resume and not exists:
