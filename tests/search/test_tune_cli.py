@@ -30,6 +30,7 @@ def test_tune_runs_from_the_command_line_with_base_overrides(tmp_path, capsys):
     (["--resume", "--study", "nope"], "--resume: no study 'nope'"),
     (["--storage", "mysql://u:pw@h/db"], "--storage mysql://u:***@h/db: unsupported"),
     (["--model.widht", "3"], "unknown config key 'model.widht' (did you mean 'model.width'?)"),
+    (["--trials", "many"], "argument --trials: invalid int value: 'many'"),
     (["--sampler", "grid", "--space", "SPACE_LR"], "optim.lr: a float field needs 'step' or 'values' for --sampler grid"),
 ])
 def test_a_mistake_is_one_line(tmp_path, capsys, args, message):
@@ -40,6 +41,8 @@ def test_a_mistake_is_one_line(tmp_path, capsys, args, message):
     code = main(["tune", *space, "--out-dir", str(tmp_path / "runs"), *args])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("mlscale tune: error: ") and message in err, err
+    assert not list((tmp_path / "runs").glob("tune-*/trials"))  # no trial ran
+    assert not (tmp_path / "runs" / "tune-nope").exists()
 
 
 def test_a_bad_space_file_is_one_line(tmp_path, capsys):

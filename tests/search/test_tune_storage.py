@@ -55,6 +55,7 @@ def test_a_torn_journal_tail_is_cut(tmp_path):
     path.write_bytes(b'{"op_code": 0}\n{"op_code": 1}\n{"op_co')
     repair_journal(path)
     assert path.read_bytes() == b'{"op_code": 0}\n{"op_code": 1}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["journal.log"]  # the journal's lock was released
 
 
 @pytest.mark.multiprocess

@@ -15,6 +15,7 @@ import os
 
 from mlscale.cli.train import parse_overrides
 from mlscale.config import build_config, load_yaml
+from mlscale.errors import MlscaleError
 
 USAGE = ("mlscale tune --space SPACE.yaml [--trials N] [--parallel P] [--workers-per-trial W] "
          "[--sampler tpe|random|grid] [--pruner asha|hyperband|median|none] [--storage URL] [--study NAME] "
@@ -22,8 +23,15 @@ USAGE = ("mlscale tune --space SPACE.yaml [--trials N] [--parallel P] [--workers
 STORAGE_ENV = "MLSCALE_TUNE_STORAGE"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake as one MlscaleError line (not usage + error)."""
+
+    def error(self, message: str):
+        raise MlscaleError(message)
+
+
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlscale tune", usage=USAGE, allow_abbrev=False,
         description="Search hyperparameters and architectures: each trial is a full training run; trials run "
                     "in parallel and are pruned early on their per-epoch test accuracy. Fields of the base "

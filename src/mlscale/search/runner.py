@@ -31,7 +31,7 @@ from mlscale.search import report
 from mlscale.search.report import TuneResult
 from mlscale.search.objective import TrialSettings, run_trial
 from mlscale.search.space import SearchSpace, load_space
-from mlscale.search.storage import is_local_journal, mask_url, open_storage
+from mlscale.search.storage import is_local_journal, journal_path, mask_url, open_storage
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("asha", "hyperband", "median", "none")
@@ -90,6 +90,8 @@ def tune(space: str | Path | SearchSpace, config: TrainConfig | None = None, *, 
             grid_size *= len(values)
         n_trials = min(n_trials, grid_size)
     study_dir = Path(out_dir) / f"tune-{study_name}"
+    if resume and is_local_journal(storage) and not journal_path(storage, study_dir).exists():
+        raise MlscaleError(f"--resume: no study '{study_name}' in {journal_path(storage, study_dir)} (no such file)")
     study_dir.mkdir(parents=True, exist_ok=True)
     threads = base.threads or max(1, (os.cpu_count() or 1) // (parallel * workers_per_trial))  # --threads wins
     base_dict = to_dict(base)
@@ -126,7 +128,7 @@ def _open_study(spec: StudySpec, resume: bool, progress: bool):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(spec.storage_url, Path(spec.study_dir))
+    storage = open_storage(spec.storage_url, Path(spec.study_dir), repair=True)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     exists = spec.study_name in names
     if resume and not exists:

@@ -48,8 +48,9 @@ def journal_path(url: str | None, study_dir: Path) -> Path:
     return Path(url) if url else study_dir / JOURNAL_NAME
 
 
-def open_storage(url: str | None, study_dir: Path):
-    """The Optuna storage for `url` (None: the study directory's journal file)."""
+def open_storage(url: str | None, study_dir: Path, repair: bool = False):
+    """The Optuna storage for `url` (None: the study directory's journal file); with `repair`, a
+    journal's torn last line is cut first (the tuner does this once, before its workers start)."""
     import optuna
 
     try:
@@ -59,8 +60,10 @@ def open_storage(url: str | None, study_dir: Path):
                 raise MlscaleError(f"--storage {url!r}: give sqlite:///FILE, postgresql://USER:PASSWORD@HOST/DB, "
                                    f"or a journal file ending in .log")
             path.parent.mkdir(parents=True, exist_ok=True)
-            repair_journal(path)
             from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            if repair:
+                repair_journal(path)
 
             return JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:"):
@@ -103,9 +106,21 @@ def repair_journal(path: Path) -> None:
     """Cut a journal's torn last line (a writer killed mid-append) so appends go on cleanly.
 
     Optuna ignores a torn *last* line, but the next append would bury it mid-file, where it is
-    an error. Only called before this tuner's workers start, on a journal it owns."""
+    an error. Done under the journal's own lock (the one Optuna's appends take), so a line another
+    process is appending right now is never mistaken for a torn one."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
     if not path.exists() or path.stat().st_size == 0:
         return
+    lock = JournalFileSymlinkLock(str(path))  # a lock left by a killed writer is broken after 30 s
+    lock.acquire()
+    try:
+        _cut_torn_tail(path)
+    finally:
+        lock.release()
+
+
+def _cut_torn_tail(path: Path) -> None:
     with open(path, "rb+") as f:
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b"\n":
