@@ -5,9 +5,20 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mlscale.cli.main import main
 from mlscale.processors.devices import measure_devices
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The cache is keyed by torch's thread count: measure and read it at 1 thread (the subprocess
+    below says --threads 1), whatever an earlier test in this process left the setting at."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -115,7 +126,7 @@ def test_a_model_that_fails_on_the_input_shape_is_one_line_from_the_real_command
     f = tmp_path / "net12.py"
     f.write_text("import torch\n\ndef build():\n    return torch.nn.Linear(12, 6)\n")
     proc = subprocess.run([sys.executable, "-m", "mlscale", "profile", "--model", f"{f}:build", "--batch", "2",
-                           "--input-shape", "3,5"], capture_output=True, text=True)
+                           "--input-shape", "3,5", "--threads", "1"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("mlscale profile: error: the model fails on a batch of shape (2, 3, 5): RuntimeError")
     assert proc.stderr.count("\n") == 1

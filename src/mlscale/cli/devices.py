@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from mlscale.cli.args import ArgumentParser
 from mlscale.errors import MlscaleError
 
 EXAMPLES = """examples:
@@ -15,13 +16,6 @@ EXAMPLES = """examples:
   mlscale devices --json
   mlscale devices --roofline roofline.png
 cache: ~/.cache/mlscale (MLSCALE_CACHE_DIR overrides)"""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (MlscaleError), like every other mistake."""
-
-    def error(self, message: str):
-        raise MlscaleError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from mlscale.cli.devices import ArgumentParser, cache_dir, set_threads
+from mlscale.cli.args import ArgumentParser
+from mlscale.cli.devices import cache_dir, set_threads
 from mlscale.errors import MlscaleError
 
 EXAMPLES = """examples:

@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+from mlscale.cli.args import ArgumentParser
 from mlscale.errors import MlscaleError
 
 EXAMPLES = """examples:
@@ -18,7 +19,7 @@ built-in configs: tpu-v1, google, scale, small"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="mlscale systolic",
         description="Simulate a systolic array of MAC units cycle by cycle (OS/WS/IS dataflows).",
         epilog=EXAMPLES,

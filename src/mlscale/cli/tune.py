@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from mlscale.cli.args import ArgumentParser
 from mlscale.cli.train import parse_overrides
 from mlscale.config import build_config, load_yaml
 from mlscale.errors import MlscaleError
@@ -23,15 +24,8 @@ USAGE = ("mlscale tune --space SPACE.yaml [--trials N] [--parallel P] [--workers
 STORAGE_ENV = "MLSCALE_TUNE_STORAGE"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with a usage mistake as one MlscaleError line (not usage + error)."""
-
-    def error(self, message: str):
-        raise MlscaleError(message)
-
-
 def run(argv: list[str]) -> int:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="mlscale tune", usage=USAGE, allow_abbrev=False,
         description="Search hyperparameters and architectures: each trial is a full training run; trials run "
                     "in parallel and are pruned early on their per-epoch test accuracy. Fields of the base "

@@ -144,7 +144,9 @@ def _open_study(spec: StudySpec, resume: bool, progress: bool):
                            f"(or the space file it was started with)")
     if exists:
         finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-        interrupted = _fail_interrupted(study) if is_local_journal(spec.storage_url) else 0
+        # only the study directory's own journal belongs to this tuner alone: a shared storage's RUNNING
+        # trials may be another machine's live ones (Optuna's heartbeat fails dead ones there)
+        interrupted = _fail_interrupted(study) if not spec.storage_url else 0
         if progress:
             print(f"continuing study '{spec.study_name}': {finished} finished trial(s) kept"
                   + (f", {interrupted} interrupted one(s) marked failed" if interrupted else ""), file=sys.stderr)
