@@ -32,6 +32,7 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_scale_runs_each_count_and_plots(tmp_path):
     (tmp_path / "prices.yaml").write_text("cpu: 0.5\n")
@@ -50,6 +51,7 @@ def test_scale_runs_each_count_and_plots(tmp_path):
     assert "speed-up" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_plan_predicts_answers_and_validates(tmp_path):
     (tmp_path / "prices.yaml").write_text("cpu: 0.1\nh100-sxm: 3.0\n")
