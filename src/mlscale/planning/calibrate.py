@@ -254,6 +254,10 @@ def fit_link(sizes_bytes, times_s, n_workers: int) -> Link:
     w = 1.0 / t
     A = np.stack([np.full_like(s, 2 * (n_workers - 1)), 2 * (n_workers - 1) / n_workers * s], axis=1)
     (alpha, inv_b), *_ = np.linalg.lstsq(A * w[:, None], t * w, rcond=None)
+    if inv_b <= 0:  # noise swamped the slope: latency from the smallest message, bandwidth from the largest
+        big = int(np.argmax(s))
+        alpha = t.min() / (2 * (n_workers - 1))
+        inv_b = (t[big] - t.min()) / (2 * (n_workers - 1) / n_workers * s[big])
     if inv_b <= 0:
         raise RunFailed("the all-reduce benchmark's times do not grow with message size; rerun on a quieter machine")
     return Link(alpha_s=max(0.0, float(alpha)), bandwidth_bytes_per_s=float(1.0 / inv_b))
