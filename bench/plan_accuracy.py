@@ -6,7 +6,7 @@ copies running beside it, the all-reduce micro-benchmark fitted to the alpha-bet
 per-bucket overlap model); the measurement is a real `mlscale train --workers N` run of the job.
 Target: within 15% (Habitat reports ~12% across GPUs for single-GPU steps).
 
-    python bench/plan_accuracy.py [--quick] [--repeats 3] [--steps 20]
+    python bench/plan_accuracy.py [--quick] [--repeats 3] [--steps 20] [--device cuda]
 """
 
 import argparse
@@ -35,10 +35,14 @@ def main():
     parser.add_argument("--quick", action="store_true", help="one batch size (64) per model")
     parser.add_argument("--repeats", type=int, default=1, help="alternating calibration/real runs; medians compared")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run (after 5 warm-up steps)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: one worker per GPU (1 GPU: 1 worker only)")
     args = parser.parse_args()
-    counts = [n for n in (1, 2) if n <= (os.cpu_count() or 1)] or [1]
+    if args.device == "cuda":
+        counts = [n for n in (1, 2) if n <= torch.cuda.device_count()]
+    else:
+        counts = [n for n in (1, 2) if n <= (os.cpu_count() or 1)] or [1]
     t0 = time.perf_counter()
-    fit = benchmark_allreduce(2)
+    fit = benchmark_allreduce(2, device="cuda" if args.device == "cuda" and torch.cuda.device_count() >= 2 else "cpu")
     print(f"torch {torch.__version__}, {os.cpu_count()} cores; all-reduce (gloo, 2 workers): alpha "
           f"{fit.link.alpha_s * 1e6:.0f} us, bandwidth {fit.link.bandwidth_bytes_per_s / 1e9:.3g} GB/s; "
           f"{args.steps} steps, median of {args.repeats}")
@@ -46,7 +50,7 @@ def main():
     errors = []
     for name, job in CASES.items():
         for batch in BATCHES[:1] if args.quick else BATCHES:
-            cfg = build_config({**job, "batch_size": batch, "progress": False})
+            cfg = build_config({**job, "batch_size": batch, "progress": False, "device": args.device})
             for c in validate(cfg, counts, steps=args.steps, repeats=args.repeats, link_fit=fit):
                 errors.append(abs(c.error))
                 print(f"{f'{name} batch {batch}':<22} {c.n_workers:>7} {c.threads:>7} {c.predicted.step_s * 1e3:>12.2f} "

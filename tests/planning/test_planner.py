@@ -122,3 +122,13 @@ def test_public_plan_with_a_given_calibration(tmp_path):
         mlscale.plan(None, [1, 2], ["tpu-v9"], calibration=_cal())
     with pytest.raises(MlscaleError, match="deadline must be positive"):
         mlscale.plan(None, [1, 2], "cpu", deadline=-5.0, calibration=_cal())
+
+
+def test_a_gpu_calibration_is_its_own_catalog_entry():
+    from dataclasses import replace
+
+    cal = replace(_cal(), device="cuda", matmul_flops=2e14)
+    catalog = load_catalog(cal.matmul_flops, include_measured=False, host="cuda")
+    assert "cpu" not in catalog and catalog["cuda"].measured
+    assert compute_scale(cal, catalog["cuda"], "bf16") == 1.0
+    assert compute_scale(cal, catalog["h100-sxm"], "bf16") == pytest.approx(2e14 / (989e12 * SPEC_SHEET_UTILISATION))

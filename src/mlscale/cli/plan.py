@@ -17,7 +17,7 @@ def run(argv: list[str]) -> int:
                                                  "device from measurements taken here.")
     parser.add_argument("--config", help="YAML config file of the job (mlscale train's fields)")
     parser.add_argument("--workers", default="1-1024", help="worker counts: 1,2,4 or 1-1024 (powers of two) [1-1024]")
-    parser.add_argument("--device", default="cpu", help="devices from the catalog, comma-separated [cpu]")
+    parser.add_argument("--device", help="devices from the catalog, comma-separated [this machine's: cpu, or cuda]")
     parser.add_argument("--deadline", help="the time the run must finish in: 90m, 2h, 1.5d")
     parser.add_argument("--prices", help="YAML price table: device name -> price per device-hour")
     parser.add_argument("--min-efficiency", type=float, default=0.5,

@@ -31,7 +31,12 @@ def run(argv: list[str]) -> int:
     counts = parse_workers(known.workers)
     if known.steps < 1:
         raise MlscaleError("--steps must be at least 1")
-    device_name = known.price_as or ("cuda" if config.device.startswith("cuda") else "cpu")
+    if known.price_as:
+        device_name = known.price_as
+    else:
+        from mlscale.processors.devices import choose_device
+
+        device_name = "cuda" if choose_device(config.device).device.type == "cuda" else "cpu"
     price = price_of(load_prices(known.prices), device_name, known.prices) if known.prices else None
     out = Path(known.out or Path(config.out_dir) / "scale")
 

@@ -223,16 +223,24 @@ def gradient_buckets(cfg: TrainConfig) -> tuple[int, ...]:
     return ddp_buckets(sizes, cfg.dist.bucket_cap_mb)
 
 
-def matmul_flops(threads: int = 0, n: int = 512, seconds: float = 0.3) -> float:
-    """fp32 matrix-multiply FLOP/s of this CPU at `threads` threads (2 n^3 FLOPs per product)."""
+def matmul_flops(threads: int = 0, n: int = 512, seconds: float = 0.3, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> float:
+    """Matrix-multiply FLOP/s of `device` (this CPU at `threads` threads, or a GPU) in `dtype`,
+    2 n^3 FLOPs per product of two n x n matrices."""
     if threads:
         torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dev = torch.device(device)
+    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     a @ b
+    sync()
     count, t0 = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - t0) < seconds:
-        a @ b
-        count += 1
+        for _ in range(10 if dev.type == "cuda" else 1):  # keep a GPU's queue full between checks
+            a @ b
+            count += 1
+        sync()
+        elapsed = time.perf_counter() - t0
     return 2 * n ** 3 * count / elapsed
 
 
@@ -246,6 +254,10 @@ def fit_link(sizes_bytes, times_s, n_workers: int) -> Link:
     w = 1.0 / t
     A = np.stack([np.full_like(s, 2 * (n_workers - 1)), 2 * (n_workers - 1) / n_workers * s], axis=1)
     (alpha, inv_b), *_ = np.linalg.lstsq(A * w[:, None], t * w, rcond=None)
+    if inv_b <= 0:  # noise swamped the slope: latency from the smallest message, bandwidth from the largest
+        big = int(np.argmax(s))
+        alpha = t.min() / (2 * (n_workers - 1))
+        inv_b = (t[big] - t.min()) / (2 * (n_workers - 1) / n_workers * s[big])
     if inv_b <= 0:
         raise RunFailed("the all-reduce benchmark's times do not grow with message size; rerun on a quieter machine")
     return Link(alpha_s=max(0.0, float(alpha)), bandwidth_bytes_per_s=float(1.0 / inv_b))
@@ -317,8 +329,9 @@ def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, 
 
 def calibrate(cfg: TrainConfig, *, steps: int = 20, threads: int = 0, link_workers: int = 2,
               serial_fraction: float = 0.0, device: str = "cpu") -> Calibration:
-    """All of the above for `cfg`: one worker's step at `threads` threads, its buckets, and the
-    all-reduce fitted among `link_workers` local processes (0 or 1: no benchmark)."""
+    """All of the above for `cfg` on `device` (`cpu` or `cuda`, where the job runs): one worker's
+    step at `threads` threads, its buckets, and the all-reduce fitted among `link_workers` local
+    processes (0 or 1: no benchmark; gloo when there are fewer GPUs than that)."""
     from mlscale.training.data import build_data
 
     threads = threads or torch.get_num_threads()
@@ -328,8 +341,15 @@ def calibrate(cfg: TrainConfig, *, steps: int = 20, threads: int = 0, link_worke
     profile = StepProfile(compute_s=measured.compute_s, backward_s=measured.compute_s * frac,
                           input_wait_s=measured.input_wait_s, bucket_bytes=buckets, serial_fraction=serial_fraction,
                           ops_per_step=count_ops(cfg))
-    link_fit = benchmark_allreduce(link_workers, device=device) if link_workers >= 2 else None
+    # NCCL between GPUs where there are enough of them; gloo between processes otherwise
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    link_device = "cuda" if gpus >= link_workers else "cpu"
+    link_fit = benchmark_allreduce(link_workers, device=link_device) if link_workers >= 2 else None
     n_train = len(build_data(cfg.data, cfg.seed).train)
-    return Calibration(profile=profile, link_fit=link_fit, matmul_flops=matmul_flops(threads), threads=threads,
+    if device == "cuda":  # what the job's precision runs its matmuls in there
+        flops = matmul_flops(n=4096, device="cuda", dtype=torch.float32 if cfg.precision == "fp32" else torch.bfloat16)
+    else:
+        flops = matmul_flops(threads)
+    return Calibration(profile=profile, link_fit=link_fit, matmul_flops=flops, threads=threads,
                        device=device, batch_size=cfg.batch_size, n_train=n_train,
                        grad_accum_steps=cfg.grad_accum_steps, epochs=cfg.epochs)

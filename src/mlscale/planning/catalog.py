@@ -62,16 +62,18 @@ def catalog_from_measured(items) -> list[DeviceSpec]:
             for d in items]
 
 
-def load_catalog(host_matmul_flops: float | None = None, *, include_measured: bool = True) -> dict[str, DeviceSpec]:
-    """name -> DeviceSpec: `cpu` (this machine, from calibration), measured devices, spec sheets.
-    Spec-sheet names win over nothing: a measured device of the same name replaces the entry."""
+def load_catalog(host_matmul_flops: float | None = None, *, include_measured: bool = True,
+                 host: str = "cpu") -> dict[str, DeviceSpec]:
+    """name -> DeviceSpec: `host` (`cpu`, or `cuda` when the job calibrated on this machine's GPU),
+    measured devices, spec sheets. A measured device of a spec sheet's name replaces the entry."""
     catalog = {d.name: d for d in spec_sheet_devices()}
     if include_measured:
         for d in _measured():
             catalog[d.name] = d
     if host_matmul_flops is not None:
-        catalog["cpu"] = DeviceSpec(name="cpu", kind="cpu", peak_flops={"fp32": host_matmul_flops},
-                                    mem_bandwidth=0.0, measured=True, source="this machine, calibrated")
+        catalog[host] = DeviceSpec(name=host, kind="gpu" if host == "cuda" else "cpu",
+                                   peak_flops={"fp32": host_matmul_flops}, mem_bandwidth=0.0, measured=True,
+                                   source="this machine, calibrated")
     return catalog
 
 

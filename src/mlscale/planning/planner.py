@@ -48,7 +48,7 @@ def compute_scale(cal: Calibration, device: DeviceSpec, dtype: str) -> float:
     """How much longer (> 1) or shorter (< 1) the calibrated compute takes on `device`: measured
     devices at their measured FLOP/s, spec-sheet ones at SPEC_SHEET_UTILISATION of their peak, and
     never below the step's operator count x the device's launch time."""
-    if device.name == "cpu":
+    if device.name == cal.device:  # the calibrated device itself
         return 1.0
     peak = device.peak_flops.get(dtype) or device.peak_flops.get("fp32") or max(device.peak_flops.values())
     achieved = peak if device.measured else peak * SPEC_SHEET_UTILISATION
@@ -126,7 +126,7 @@ class Plan:
     cheapest: Prediction | None  # across devices, the cheapest that meets the deadline
 
 
-def plan(config=None, workers: str | list[int] = "1-1024", devices: str | list[str] = "cpu", *,
+def plan(config=None, workers: str | list[int] = "1-1024", devices: str | list[str] | None = None, *,
          deadline: str | float | None = None, prices: str | dict[str, float] | None = None,
          min_efficiency: float = DEFAULT_MIN_EFFICIENCY, steps: int = 20, calibration: Calibration | None = None,
          on_calibrated=None) -> Plan:
@@ -135,7 +135,8 @@ def plan(config=None, workers: str | list[int] = "1-1024", devices: str | list[s
     Args:
         config: a `TrainConfig` (default: the default digits MLP).
         workers: counts, as a list or as `mlscale plan --workers` takes them (`"1-1024"`, `"1,2,4"`).
-        devices: catalog names, as a list or comma-separated.
+        devices: catalog names, as a list or comma-separated (default: this machine's device,
+            `cpu`, or `cuda` when the job runs on a GPU here).
         deadline: seconds, or `"2h"`-style text: also answer which count meets it at least cost.
         prices: a price table (device -> price per device-hour) or the path of its YAML file.
         calibration: reuse an earlier one instead of measuring again.
@@ -159,12 +160,16 @@ def plan(config=None, workers: str | list[int] = "1-1024", devices: str | list[s
     from mlscale.planning.prices import load_prices, price_of
     from mlscale.planning.workers import parse_duration, parse_workers
 
+    from mlscale.processors.devices import choose_device
+
     cfg = validate(config if config is not None else TrainConfig())
+    host = "cuda" if choose_device(cfg.device).device.type == "cuda" else "cpu"  # where the job runs here
     counts = parse_workers(workers) if isinstance(workers, str) else parse_workers(",".join(map(str, workers)))
+    devices = host if devices is None else devices
     names = [n.strip() for n in devices.split(",") if n.strip()] if isinstance(devices, str) else list(devices)
     if not names:
         raise MlscaleError("--device: name at least one device (e.g. cpu,h100-sxm)")
-    select(load_catalog(host_matmul_flops=0.0), names)
+    select(load_catalog(host_matmul_flops=0.0, host=host), names)
     deadline_s = parse_duration(deadline) if isinstance(deadline, str) else deadline
     if deadline_s is not None and not deadline_s > 0:
         raise MlscaleError(f"the deadline must be positive, got {deadline}")
@@ -175,11 +180,11 @@ def plan(config=None, workers: str | list[int] = "1-1024", devices: str | list[s
     if steps < 1 or not 0 < min_efficiency <= 1:
         raise MlscaleError("--steps must be >= 1 and --min-efficiency in (0, 1]")
     if calibration is None:
-        device = "cuda" if cfg.device.startswith("cuda") else "cpu"
-        calibration = calibrate(cfg, steps=steps, threads=cfg.threads or (os.cpu_count() or 1), device=device)
+        calibration = calibrate(cfg, steps=steps, threads=cfg.threads or (os.cpu_count() or 1), device=host)
     if on_calibrated is not None:
         on_calibrated(calibration)
     dtype = "fp32" if cfg.precision == "fp32" else "bf16"
-    predictions = predict(calibration, select(load_catalog(calibration.matmul_flops), names), counts, table, dtype)
+    catalog = load_catalog(calibration.matmul_flops, host=calibration.device)
+    predictions = predict(calibration, select(catalog, names), counts, table, dtype)
     answers = answer(predictions, deadline_s, min_efficiency)
     return Plan(calibration, predictions, answers, cheapest_overall(answers))

@@ -105,6 +105,7 @@ def plot_sweep(rows: list, out_dir: Path, title: str = "", predicted: bool = Fal
 def _finish(fig, ax, ax2, n, title, path, atomic_write, plt, paths) -> None:
     if len(n) > 1 and n[-1] / n[0] >= 8:
         ax.set_xscale("log", base=2)
+    ax.set_xticks(n, [str(k) for k in n])  # worker counts are whole numbers
     handles, labels = ax.get_legend_handles_labels()
     if ax2 is not None:
         h2, l2 = ax2.get_legend_handles_labels()

@@ -45,18 +45,22 @@ def validate(cfg: TrainConfig, counts: list[int] | None = None, *, steps: int = 
     if link_fit is None and max(counts) > 1:
         link_fit = cb.benchmark_allreduce(max(counts))
     buckets = cb.gradient_buckets(cfg)
+    on_gpus = cfg.device.startswith("cuda")
     checks = []
     for n in counts:
         threads = max(1, cores // n)
         frac = cb.backward_fraction(cfg, threads=threads)
         calibrations, runs = [], []
         for _ in range(repeats):  # alternate: a load that comes and goes hits both alike
-            calibrations.extend(cb.measure_concurrent(cfg, n, steps=steps, threads=threads))
+            if on_gpus:  # each worker has a GPU of its own: nothing shared to calibrate beside
+                calibrations.append(cb.measure_step(cfg, steps=steps, threads=threads))
+            else:
+                calibrations.extend(cb.measure_concurrent(cfg, n, steps=steps, threads=threads))
             runs.append(cb.measure_step(cfg, steps=steps, threads=threads, workers=n))
         compute = statistics.median(m.compute_s for m in calibrations)
         profile = StepProfile(compute_s=compute, backward_s=compute * frac,
                               input_wait_s=statistics.median(m.input_wait_s for m in calibrations), bucket_bytes=buckets)
         link = link_fit.link if link_fit else Link(0.0, 1.0)
-        predicted = predict_step(profile, n, link, overlap=n * threads < cores)
+        predicted = predict_step(profile, n, link, overlap=on_gpus or n * threads < cores)
         checks.append(Check(n, threads, predicted, statistics.median(m.step_s for m in runs)))
     return checks
