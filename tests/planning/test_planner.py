@@ -3,11 +3,12 @@
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 from mlscale.errors import MlscaleError
 from mlscale.planning.calibrate import Calibration, LinkFit
 from mlscale.planning.catalog import (
-    SPEC_SHEET_UTILISATION, DeviceSpec, catalog_from_measured, load_catalog, select, spec_sheet_devices,
+    GPU_LAUNCH_S, SPEC_SHEET_UTILISATION, DeviceSpec, catalog_from_measured, load_catalog, select, spec_sheet_devices,
 )
 from mlscale.planning.costmodel import Link, StepProfile
 from mlscale.planning.planner import answer, cheapest_overall, compute_scale, predict, steps_for_epochs
@@ -100,8 +101,10 @@ class _Measured:  # what mlscale.processors.devices.measured_devices() returns, 
 
 
 def test_measured_devices_enter_the_catalog():
-    specs = catalog_from_measured([_Measured("cuda:0", "cuda", {"fp32": 5e13, "bf16": 2e14}, 3e12)])
-    assert specs == [DeviceSpec("cuda:0", "cuda", {"fp32": 5e13, "bf16": 2e14}, 3e12, measured=True)]
+    specs = catalog_from_measured([_Measured("cuda:0", "cuda", {"fp32": 5e13, "bf16": 2e14}, 3e12),
+                                   _Measured("cuda:1", "cuda", {}, 0.0)])  # every dtype failed: left out
+    assert specs == [DeviceSpec("cuda:0", "cuda", {"fp32": 5e13, "bf16": 2e14}, 3e12, measured=True,
+                                launch_s=GPU_LAUNCH_S)]
     cal = _cal()
     assert compute_scale(cal, specs[0], "bf16") == pytest.approx(1e11 / 2e14)  # measured: no utilisation discount
     (p,) = predict(cal, specs, [2])
@@ -120,6 +123,8 @@ def test_public_plan_with_a_given_calibration(tmp_path):
     assert len(p.predictions) == 2 * 5 and p.cheapest is not None and p.cheapest.time_s <= 120
     with pytest.raises(MlscaleError, match="'tpu-v9' is not in the device catalog"):
         mlscale.plan(None, [1, 2], ["tpu-v9"], calibration=_cal())
+    with pytest.raises(MlscaleError, match="strategy fsdp is not modelled"):
+        mlscale.plan(mlscale.TrainConfig(strategy="fsdp"), [1, 2], "cpu", calibration=_cal())
     with pytest.raises(MlscaleError, match="deadline must be positive"):
         mlscale.plan(None, [1, 2], "cpu", deadline=-5.0, calibration=_cal())
 
@@ -132,3 +137,19 @@ def test_a_gpu_calibration_is_its_own_catalog_entry():
     assert "cpu" not in catalog and catalog["cuda"].measured
     assert compute_scale(cal, catalog["cuda"], "bf16") == 1.0
     assert compute_scale(cal, catalog["h100-sxm"], "bf16") == pytest.approx(2e14 / (989e12 * SPEC_SHEET_UTILISATION))
+
+
+def test_the_catalog_reads_what_mlscale_devices_measured_and_never_measures(tmp_path):
+    from mlscale.planning.catalog import _measured
+    from mlscale.processors.devices import measure_devices
+
+    assert _measured(tmp_path) == []  # nothing cached: nothing measured either
+    assert not list(tmp_path.iterdir())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # cached at 1 thread, read at another count: the cache key's thread count does not matter here
+        (cpu,) = measure_devices(remeasure=True, cache_dir=tmp_path, matmul_n=64, copy_bytes=2**16, repeats=1)
+    finally:
+        torch.set_num_threads(threads)
+    (spec,) = _measured(tmp_path)
+    assert spec.measured and spec.name == cpu.name and spec.peak_flops == cpu.matmul_flops

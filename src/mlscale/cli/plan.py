@@ -3,21 +3,23 @@ answer the deadline and diminishing-returns questions, and check what can be che
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+from mlscale.cli.args import ArgumentParser
+from mlscale.runs import atomic_write_text
 
 USAGE = ("mlscale plan [--config FILE.yaml] --workers 1-1024 --device cpu,h100-sxm,... [--deadline 2h] "
          "[--prices FILE] [--validate] [--FIELD VALUE ...]")
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlscale plan", usage=USAGE,
+    parser = ArgumentParser(prog="mlscale plan", usage=USAGE,
                                      description="Predict throughput, efficiency, time and cost per worker count and "
                                                  "device from measurements taken here.")
     parser.add_argument("--config", help="YAML config file of the job (mlscale train's fields)")
     parser.add_argument("--workers", default="1-1024", help="worker counts: 1,2,4 or 1-1024 (powers of two) [1-1024]")
-    parser.add_argument("--device", help="devices from the catalog, comma-separated [this machine's: cpu, or cuda]")
+    parser.add_argument("--device", help="devices from the catalog to predict for, comma-separated [this machine's: cpu, or cuda]; the job's own device is the config file's `device` field")
     parser.add_argument("--deadline", help="the time the run must finish in: 90m, 2h, 1.5d")
     parser.add_argument("--prices", help="YAML price table: device name -> price per device-hour")
     parser.add_argument("--min-efficiency", type=float, default=0.5,
@@ -62,7 +64,7 @@ def _write(out: Path, result, checks, config) -> None:
     payload = {"calibration": result.calibration.to_dict(),
                "predictions": [asdict(p) | {"step_s": p.step.step_s} for p in result.predictions],
                "validation": [asdict(c) | {"error": c.error} for c in checks]}
-    (out / "plan.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write_text(out / "plan.json", json.dumps(payload, indent=2, default=str) + "\n")
     first = [p for p in result.predictions if p.device == result.predictions[0].device and p.steps_total > 0]
     paths = plot_sweep(first, out, title=f"{config.model.name} on {first[0].device} (predicted)", predicted=True) if first else []
     print(f"outputs        {out}/  plan.json {' '.join(p.name for p in paths)}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+from mlscale.cli.args import ArgumentParser
+from mlscale.runs import atomic_write_text
 
 from mlscale.errors import MlscaleError
 
@@ -12,7 +14,7 @@ USAGE = "mlscale scale [--config FILE.yaml] --workers 1,2,... [--steps N] [--pri
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlscale scale", usage=USAGE, add_help=True,
+    parser = ArgumentParser(prog="mlscale scale", usage=USAGE, add_help=True,
                                      description="Run the job for a few steps at each worker count and report "
                                                  "throughput, speed-up, efficiency, the step's split, time and cost.")
     parser.add_argument("--config", help="YAML config file of the job (mlscale train's fields)")
@@ -48,8 +50,8 @@ def run(argv: list[str]) -> int:
     rows = sweep(config, counts, steps=known.steps, price_per_hour=price)
     print(report.sweep_table(rows))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps({"workers": counts, "price_per_hour": price, "device": device_name,
-                                                "rows": rows_as_dicts(rows)}, indent=2) + "\n")
+    atomic_write_text(out / "scale.json", json.dumps({"workers": counts, "price_per_hour": price, "device": device_name,
+                                                            "rows": rows_as_dicts(rows)}, indent=2) + "\n")
     paths = plot_sweep(rows, out, title=f"{config.model.name}, batch {config.batch_size}/worker (measured)")
     print(f"times are per worker per step (ms) and for the configured {config.epochs} epochs; comm is the all-reduce "
           f"in flight, overlapping backward")

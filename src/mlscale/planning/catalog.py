@@ -14,6 +14,8 @@ from mlscale.planning.costmodel import Link
 # scaled from this machine's *measured* matmul FLOP/s to this fraction of the device's peak (large
 # well-tuned jobs reach 40-60% model FLOP/s utilisation: PaLM reports 46%, Megatron-LM 52%).
 SPEC_SHEET_UTILISATION = 0.5
+# host time per operator launched by eager PyTorch on a GPU (data/devices.yaml says why)
+GPU_LAUNCH_S = 6.0e-6
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,13 @@ def spec_sheet_devices() -> list[DeviceSpec]:
 
 def catalog_from_measured(items) -> list[DeviceSpec]:
     """DeviceSpecs from measured devices: any objects with `name`, `kind`, `matmul_flops`
-    (dtype -> FLOP/s) and `mem_bandwidth` (B/s), as `mlscale.processors.devices.measured_devices()`
-    returns. Their interconnect is the one calibrated here."""
+    (dtype -> FLOP/s) and `mem_bandwidth` (B/s), as `mlscale.processors.devices.cached_devices()`
+    returns. Their interconnect is the one calibrated here; a GPU's step has the spec-sheet GPUs'
+    launch floor; a device with no matmul figure (every dtype failed) is left out."""
     return [DeviceSpec(name=str(d.name), kind=str(d.kind), peak_flops={k: float(v) for k, v in d.matmul_flops.items()},
-                       mem_bandwidth=float(d.mem_bandwidth), measured=True, source="measured by mlscale devices")
-            for d in items]
+                       mem_bandwidth=float(d.mem_bandwidth), measured=True, source="measured by mlscale devices",
+                       launch_s=GPU_LAUNCH_S if d.kind == "cuda" else 0.0)
+            for d in items if d.matmul_flops]
 
 
 def load_catalog(host_matmul_flops: float | None = None, *, include_measured: bool = True,
@@ -85,12 +89,11 @@ def select(catalog: dict[str, DeviceSpec], names: list[str]) -> list[DeviceSpec]
     return [catalog[n] for n in names]
 
 
-def _measured() -> list[DeviceSpec]:
-    try:  # mlscale devices' measurements, where that module is installed
-        from mlscale.processors.devices import measured_devices
-    except ImportError:
-        return []
-    return catalog_from_measured(measured_devices())
+def _measured(cache_dir=None) -> list[DeviceSpec]:
+    """What `mlscale devices` last measured here, read from its cache (never measured here)."""
+    from mlscale.processors.devices import cached_devices
+
+    return catalog_from_measured(cached_devices(cache_dir))
 
 
 def _link(e: dict | None) -> Link | None:

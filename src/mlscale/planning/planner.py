@@ -163,6 +163,9 @@ def plan(config=None, workers: str | list[int] = "1-1024", devices: str | list[s
     from mlscale.processors.devices import choose_device
 
     cfg = validate(config if config is not None else TrainConfig())
+    if cfg.strategy != "ddp":
+        raise MlscaleError(f"mlscale plan models data-parallel (ddp) training; strategy {cfg.strategy} is not "
+                           f"modelled (measure it with mlscale scale)")
     host = "cuda" if choose_device(cfg.device).device.type == "cuda" else "cpu"  # where the job runs here
     counts = parse_workers(workers) if isinstance(workers, str) else parse_workers(",".join(map(str, workers)))
     devices = host if devices is None else devices

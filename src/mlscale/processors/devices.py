@@ -19,7 +19,7 @@ from mlscale.processors.discovery import (  # noqa: F401  (re-exported)
     ABSENT, ERROR, NOT_INSTALLED, OK, SIMD_FLAGS, DeviceInfo, cpu_flags, discover_devices,
 )
 from mlscale.processors.measured import (  # noqa: F401  (re-exported)
-    CACHE_VERSION, MeasuredDevice, cache_path, default_cache_dir, measure_device, measure_devices,
+    CACHE_VERSION, MeasuredDevice, cache_path, cached_devices, default_cache_dir, measure_device, measure_devices,
     measured_devices, supported_dtypes,
 )
 

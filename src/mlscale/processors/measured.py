@@ -214,6 +214,24 @@ def measured_devices(cache_dir: str | Path | None = None) -> list[MeasuredDevice
     return measure_devices(remeasure=False, cache_dir=cache_dir)
 
 
+def cached_devices(cache_dir: str | Path | None = None) -> list[MeasuredDevice]:
+    """The newest measurement `mlscale devices` cached on this machine (this host, this torch),
+    whatever thread count it ran with; [] when there is none. Never measures: for readers such as
+    the planner that must not spend minutes benchmarking before checking their own inputs."""
+    files = sorted(Path(cache_dir or default_cache_dir()).glob("devices-*.json"),
+                   key=lambda f: f.stat().st_mtime, reverse=True)
+    for f in files:
+        try:
+            payload = json.loads(f.read_text())
+            ours = payload.get("host") == socket.gethostname() and payload.get("torch") == torch.__version__
+        except (OSError, ValueError, AttributeError):
+            continue
+        measured = _read_cache(f) if ours else None
+        if measured is not None:
+            return measured
+    return []
+
+
 def _read_cache(path: Path) -> list[MeasuredDevice] | None:
     """The cached measurements, or None when missing, unreadable or of another version."""
     try:
