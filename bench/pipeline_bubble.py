@@ -140,7 +140,7 @@ def main():
     # the peer: a hand-written pipelining loop, against mlscale's pipeline rows (same job, m=4)
     print(f"\n{'job':<25} {'plain pipelining loop':>22} {'mlscale pipeline':>17} {'ratio':>6}   (2 x 4 micro-batches)")
     for name, job in JOBS.items():
-        steps = max(10, job["data"]["n_samples"] // (6 if args.quick else 1) * 4 // 5 // job["batch_size"])
+        steps = max(30, job["data"]["n_samples"] // (6 if args.quick else 1) * 4 // 5 // job["batch_size"])
         ours_cfg = {"strategy": "pipeline", "pipeline": {"n_microbatches": 4, "schedule": args.schedule}}
         plain, ours = [], []
         for _ in range(args.repeats):
