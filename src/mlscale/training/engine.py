@@ -225,8 +225,9 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
             state.batch += 1
             if not last:
                 continue
-            if cfg.grad_clip_norm:
-                clip = run.strategy.clip_grad_norm_ if run.strategy.pipelined else partial(nn.utils.clip_grad_norm_, model.parameters())
+            if cfg.grad_clip_norm:  # a pipeline's global norm spans every stage's gradients
+                clip = run.strategy.clip_grad_norm_ if run.strategy.pipelined else partial(
+                    nn.utils.clip_grad_norm_, model.parameters())
                 clip(cfg.grad_clip_norm)
             opt.step()  # parameter update
             run.scheduler.step()  # learning-rate schedule

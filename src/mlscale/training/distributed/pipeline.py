@@ -29,6 +29,9 @@ from mlscale.errors import MlscaleError, RunFailed
 from mlscale.training.distributed import split as sp
 
 
+NEIGHBOUR_GRACE_S = 3.0  # a stage whose transfer failed waits this long before failing itself
+
+
 class _StageModule(nn.Sequential):
     """One stage: its layers in order, under autocast when the run asks for it."""
 
@@ -67,7 +70,7 @@ class PipelineStrategy:
         self.input_shape, self.micro_batch = tuple(input_shape), max(1, batch_size // pipeline.n_microbatches)
         self.autocast_dtype = autocast_dtype
         self.stats = {"steps": 0, "step_s": 0.0, "busy_s": 0.0, "in_flight": 0, "peak_in_flight": 0,
-                      "activation_bytes": 0}
+                      "activation_bytes": 0, "failed_in_compute": False}
 
     # --- what the engine's data sharding needs -----------------------------------------------------
 
@@ -123,6 +126,10 @@ class PipelineStrategy:
             out = self.schedule.step(*args, target=y if self.is_last else None,
                                      losses=losses if self.is_last else None)
         except Exception as err:  # noqa: BLE001 - named and re-raised as the run's failure
+            if not self.stats["failed_in_compute"]:
+                # a transfer failed: most likely a neighbour stage died. Give the launcher a moment to
+                # see that stage's own error first, so the run's error names the stage that caused it
+                time.sleep(NEIGHBOUR_GRACE_S)
             raise RunFailed(f"pipeline stage {self.stage_index} (layers {self._layers_text()}) failed: "
                             f"{_root_cause(err)}") from err
         if self.stats["steps"] > 0:  # the first step also exchanges shapes between stages: not counted
@@ -278,8 +285,10 @@ class PipelineStrategy:
 
         def timed_forward(*args, **kwargs):
             t0, stats["_saved"] = time.perf_counter(), 0
+            stats["failed_in_compute"] = True  # until it returns
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 out = forward(*args, **kwargs)
+            stats["failed_in_compute"] = False
             stats["busy_s"] += time.perf_counter() - t0
             stats["activation_bytes"] = max(stats["activation_bytes"], stats["_saved"])
             if torch.is_grad_enabled() and stage.has_backward:
@@ -289,7 +298,9 @@ class PipelineStrategy:
 
         def timed_backward(*args, **kwargs):
             t0 = time.perf_counter()
+            stats["failed_in_compute"] = True
             out = backward(*args, **kwargs)
+            stats["failed_in_compute"] = False
             stats["busy_s"] += time.perf_counter() - t0
             stats["in_flight"] = max(0, stats["in_flight"] - 1)
             return out
