@@ -1,7 +1,6 @@
 """Real pipeline parallelism: 2 (or 4) processes, gloo, loopback, against one process on the whole batch."""
 
 import json
-import time
 from collections import OrderedDict
 
 import pytest
@@ -105,9 +104,8 @@ def test_a_stage_that_raises_fails_the_run_naming_stage_and_cause(small_config):
     data = _data()
     model = nn.Sequential(OrderedDict(first=nn.Linear(4, 8), act=nn.Tanh(), bad=RaisesOnThirdCall(),
                                       out=nn.Linear(8, 2)))
-    t0 = time.monotonic()
     with pytest.raises(RunFailed, match=r"worker rank 1 failed: RunFailed: pipeline stage 1 \(layers bad-out\) "
                                         r"failed: ValueError: injected failure in a user layer"):
+        # no hang: one would end in small_config's 60 s collective timeout, whose error does not match
         train(small_config(batch_size=16, workers=2, strategy="pipeline", pipeline__split_points=["bad"]),
               model=model, train_data=data, test_data=data)
-    assert time.monotonic() - t0 < 60  # no hang: bounded by far less than the collective timeout

@@ -238,7 +238,7 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
             if state.step % cfg.log_every_steps == 0:
                 _log_train(run)
             if state.step == cfg.stop_at_step:
-                if state.step % cfg.log_every_steps:  # the last, partial window counts too (same on every rank)
+                if state.step > run.logged_step:  # the last, partial window counts too
                     _log_train(run)
                 _save(run, ckpt.step_checkpoint_path(run.run_dir, state.step))
                 return False
