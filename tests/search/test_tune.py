@@ -131,7 +131,7 @@ def test_a_pruned_data_parallel_trial_stops_its_workers(small_config):
 
     from mlscale.search.objective import _train_data_parallel
 
-    cfg = small_config(epochs=3, workers=2, name="trial-0000")
+    cfg = small_config(epochs=30, workers=2, name="trial-0000")  # far longer than the watcher takes to see epoch 1
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.999))
     study.optimize(lambda trial: _train_data_parallel(trial, cfg).test_accuracy, n_trials=1)
     (trial,) = study.trials
