@@ -138,23 +138,29 @@ RESUMABLE_WITH_CONSTANT_SCHEDULE = frozenset({"epochs"})
 # --- building and validating --------------------------------------------------------------------
 
 
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML config file into a nested dict; a clear error for a missing or malformed file."""
+def read_yaml_file(path: str | Path, what: str = "config file"):
+    """The YAML document in `path` (None when empty); a missing, unreadable or malformed file is one
+    clear error naming `what` it is."""
     import yaml
 
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise MlscaleError(f"config file not found: {path}") from None
-    except OSError as err:
-        raise MlscaleError(f"cannot read config file {path}: {err.strerror}") from None
+        raise MlscaleError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise MlscaleError(f"cannot read {what} {path}: {getattr(err, 'strerror', None) or err}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise MlscaleError(f"config file {path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        raise MlscaleError(f"{what} {path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file into a nested dict; a clear error for a missing or malformed file."""
+    data = read_yaml_file(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlscale.config import TrainConfig, build_config, field_help
+from mlscale.config import TrainConfig, build_config, field_help, read_yaml_file
 from mlscale.errors import MlscaleError
 
 KINDS = ("float", "int", "categorical")
@@ -114,21 +114,7 @@ def _suggest(trial, p: Param):
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and check a space file; any mistake is one MlscaleError line naming the field."""
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise MlscaleError(f"space file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise MlscaleError(f"cannot read space file {path}: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise MlscaleError(f"space file {path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    data = read_yaml_file(path, "space file")
     try:
         return parse_space(data)
     except MlscaleError as err:
