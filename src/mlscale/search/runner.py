@@ -9,8 +9,8 @@ report (report.py).
 
 The same study name continues the study (the storage holds it): finished trials are kept, and only
 the rest of the budget runs. Trials left RUNNING by a killed tuner are marked FAILED with the
-attribute `interrupted` on a local journal (this tuner is its only user), or by Optuna's heartbeat on
-an RDB storage; neither counts against the budget. Workers die with the tuner (PR_SET_PDEATHSIG).
+attribute `interrupted` in the study directory's own journal (this tuner is its only user), or by
+Optuna's heartbeat on an RDB storage; neither counts against the budget. Workers die with the tuner (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
