@@ -178,3 +178,26 @@ def test_two_tuners_cooperate_on_one_postgresql_study(tmp_path, postgres):
         files = list((tmp_path / machine / "runs" / "tune-shared").iterdir())
         assert {"leaderboard.txt", "best.yaml"} <= {f.name for f in files}
         assert all(PASSWORD not in f.read_text() for f in files if f.suffix in (".txt", ".yaml"))
+
+
+def test_only_dead_workers_trials_are_failed_in_a_journal(tmp_path):
+    """A journal has no heartbeat: a RUNNING trial is dead when its worker (host:pid) is this host's
+    and gone. Other hosts' trials in a shared journal are left alone; a trial that never recorded a
+    worker is dead only in the study directory's own journal."""
+    from mlscale.search.runner import _fail_interrupted
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    for own, expected in [(False, {"dead"}), (True, {"dead", "unrecorded"})]:
+        study = optuna.create_study(storage=open_storage(str(tmp_path / f"{own}.log"), tmp_path))
+        for name, worker in [("dead", f"{host}:{gone.pid}"), ("alive", f"{host}:{os.getpid()}"),
+                             ("elsewhere", "other-machine:1"), ("unrecorded", None)]:
+            trial = study.ask()
+            trial.set_user_attr("name", name)
+            if worker:
+                trial.set_user_attr("worker", worker)
+        assert _fail_interrupted(study, own=own) == len(expected)
+        failed = {t.user_attrs["name"] for t in study.get_trials() if t.state == TrialState.FAIL}
+        assert failed == expected
+        assert all(t.user_attrs.get("interrupted") for t in study.get_trials() if t.state == TrialState.FAIL)

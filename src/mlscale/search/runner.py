@@ -9,8 +9,8 @@ report (report.py).
 
 The same study name continues the study (the storage holds it): finished trials are kept, and only
 the rest of the budget runs. Trials left RUNNING by a killed tuner are marked FAILED with the
-attribute `interrupted` in the study directory's own journal (this tuner is its only user), or by
-Optuna's heartbeat on an RDB storage; neither counts against the budget. Workers die with the tuner (PR_SET_PDEATHSIG).
+attribute `interrupted` when their worker process (host:pid, recorded as each trial starts) is gone,
+in a journal, or by Optuna's heartbeat on an RDB storage; neither counts against the budget. Workers die with the tuner (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -144,26 +144,47 @@ def _open_study(spec: StudySpec, resume: bool, progress: bool):
                            f"(or the space file it was started with)")
     if exists:
         finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-        # only the study directory's own journal belongs to this tuner alone: a shared storage's RUNNING
-        # trials may be another machine's live ones (Optuna's heartbeat fails dead ones there)
-        interrupted = _fail_interrupted(study) if not spec.storage_url else 0
+        # a journal has no heartbeat: its dead RUNNING trials are found here (an RDB's by Optuna's heartbeat)
+        interrupted = _fail_interrupted(study, own=not spec.storage_url) if is_local_journal(spec.storage_url) else 0
         if progress:
             print(f"continuing study '{spec.study_name}': {finished} finished trial(s) kept"
                   + (f", {interrupted} interrupted one(s) marked failed" if interrupted else ""), file=sys.stderr)
     return study
 
 
-def _fail_interrupted(study) -> int:
-    """Trials a killed tuner left RUNNING in its own journal: FAILED, marked `interrupted`."""
+def _fail_interrupted(study, own: bool) -> int:
+    """Trials left RUNNING by a dead worker: FAILED, marked `interrupted`. A trial records its
+    worker as host:pid when it starts; one of this host whose process is gone is dead. A journal
+    file given with --storage may be shared by other machines, whose RUNNING trials may be alive:
+    those are left alone. In the study directory's `own` journal, a trial killed before it recorded
+    its worker is dead too."""
     from optuna.trial import TrialState
 
-    storage = study._storage
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in running:
+    storage, dead = study._storage, []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if (host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))) or (own and not host):
+            dead.append(t)
+    for t in dead:
         storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         storage.set_trial_user_attr(t._trial_id, "error", "interrupted: the tuner stopped while it ran")
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-    return len(running)
+    return len(dead)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: alive unless /proc says it is a zombie
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: the signal check is all there is
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _counted(study, before: int | None = None) -> int:
