@@ -5,7 +5,7 @@ time, torch on all cores' threads, as a plain Optuna `study.optimize` loop runs)
 fresh `mlscale tune` process, so each pays its own start-up (Python, torch, the workers' spawn).
 Prints wall times, the speed-up, and the best test accuracy each found.
 
-    python bench/search_speedup.py [--trials 8] [--seeds 2] [--epochs 4] [--peer-threads 0] [--quick]
+    python bench/search_speedup.py [--trials 8] [--seeds 2] [--epochs 4] [--peer-threads 0] [--identical] [--quick]
 """
 
 import argparse
@@ -23,17 +23,22 @@ SPACE = {"optim.lr": {"type": "float", "low": 3e-4, "high": 3e-2, "log": True},
          "model.width": {"type": "int", "low": 64, "high": 256, "log": True},
          "model.depth": {"type": "int", "low": 1, "high": 3},
          "optim.name": ["sgd", "adamw"]}
+# --identical: only the learning rate varies, so every trial costs the same on both sides and the
+# ratio measures the parallelism, not which configurations the two samplers happened to draw
+IDENTICAL = {"optim.lr": {"type": "float", "low": 3e-4, "high": 3e-2, "log": True}}
 
 
 def run(parallel: int, args, seed: int) -> tuple[float, float]:
     """(wall seconds of the whole `mlscale tune` command, best test accuracy)."""
     with tempfile.TemporaryDirectory() as out:
         space = Path(out) / "space.yaml"
-        space.write_text(yaml.safe_dump(SPACE))
+        space.write_text(yaml.safe_dump(IDENTICAL if args.identical else SPACE))
         cmd = [sys.executable, "-m", "mlscale", "tune", "--space", str(space), "--trials", str(args.trials),
                "--parallel", str(parallel), "--sampler", "random", "--pruner", "none", "--seed", str(seed),
                "--out-dir", out, "--quiet", "--epochs", str(args.epochs), "--batch_size", "32",
                "--threads", str(args.peer_threads if parallel == 1 else 0)]
+        if args.identical:
+            cmd += ["--model.width", "128"]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         wall = time.perf_counter() - t0
@@ -50,6 +55,8 @@ def main():
     parser.add_argument("--peer-threads", type=int, default=0,
                         help="torch threads of the --parallel 1 run (0: the tuner's default, all cores)")
     parser.add_argument("--quick", action="store_true", help="4 trials of 2 epochs, 1 seed")
+    parser.add_argument("--identical", action="store_true",
+                        help="vary only the learning rate (width 128): every trial costs the same on both sides")
     args = parser.parse_args()
     if args.quick:
         args.trials, args.seeds, args.epochs = 4, 1, 2
