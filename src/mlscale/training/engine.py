@@ -14,7 +14,6 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from mlscale.training import checkpoint as ckpt
 from mlscale.training.data import DataBundle, EpochBatchSampler, build_data, make_loader
 from mlscale.training.distributed import world as dw
 from mlscale.training.distributed.strategies import build_strategy
-from mlscale.training.metrics import Meter, evaluate, plot_curves
+from mlscale.training.metrics import Meter, plot_curves
 from mlscale.training.models import build_model
 from mlscale.training.optim import build_optimizer, build_scheduler
 
@@ -225,10 +224,8 @@ def _fit(run: _Run, total_steps: int, on_eval) -> bool:
             state.batch += 1
             if not last:
                 continue
-            if cfg.grad_clip_norm:  # a pipeline's global norm spans every stage's gradients
-                clip = run.strategy.clip_grad_norm_ if run.strategy.pipelined else partial(
-                    nn.utils.clip_grad_norm_, model.parameters())
-                clip(cfg.grad_clip_norm)
+            if cfg.grad_clip_norm:  # (a pipeline's global norm spans every stage's gradients)
+                run.strategy.clip_grad_norm_(model, cfg.grad_clip_norm)
             opt.step()  # parameter update
             run.scheduler.step()  # learning-rate schedule
             opt.zero_grad(set_to_none=True)
@@ -298,8 +295,7 @@ def _log_train(run: _Run) -> None:
 def _evaluate(run: _Run, on_eval=None, log: bool = True) -> dict:
     """Loss and accuracy over the whole test split: each rank evaluates its shard, sums are added."""
     run.meter.pause()
-    evaluate_fn = run.strategy.evaluate if run.strategy.pipelined else evaluate
-    sums = evaluate_fn(run.model, run.test_loader, run.device, run.autocast_dtype)
+    sums = run.strategy.evaluate(run.model, run.test_loader, run.device, run.autocast_dtype)
     loss_sum, correct, count = dw.all_reduce_sum(
         [sums["loss_sum"].item(), sums["correct"].item(), sums["count"]], run.device)
     metrics = {"loss": loss_sum / max(1, count), "accuracy": correct / max(1, count), "samples": int(count)}
@@ -336,8 +332,7 @@ def _save(run: _Run, path: Path) -> None:
     (bad,) = dw.all_reduce_sum([float(local_bad)], run.device)
     if bad:
         _require_finite(run, float("nan"))
-    capture = run.strategy.capture_training_state if run.strategy.pipelined else ckpt.capture_training_state
-    model_state, optim_state = capture(run.model, run.optimizer)
+    model_state, optim_state = run.strategy.capture_training_state(run.model, run.optimizer)
     rng = dw.all_gather_object(ckpt.rng_state(), run.world)
     if run.world.is_main:
         run.state.n_records = run.log.n_records
@@ -369,8 +364,7 @@ def _restore(run: _Run) -> None:
         raise MlscaleError(error)
     payload = ckpt.load_checkpoint(path)
     try:
-        restore = run.strategy.restore_training_state if run.strategy.pipelined else ckpt.restore_training_state
-        restore(run.model, run.optimizer, payload["model"], payload["optimizer"])
+        run.strategy.restore_training_state(run.model, run.optimizer, payload["model"], payload["optimizer"])
     except (RuntimeError, ValueError, KeyError) as err:
         raise MlscaleError(f"the checkpoint does not fit this model: {str(err).splitlines()[0]}") from None
     run.scheduler.load_state_dict(payload["scheduler"])
@@ -437,7 +431,7 @@ def _finish(run: _Run, completed: bool, wall_time_s: float) -> RunResult:
         input_wait_s_per_step=state.input_wait_s / state.step if state.step else 0.0,
         scaling_efficiency=_efficiency(run.cfg.baseline, global_sps, world.world_size),
         rank=world.rank, model=None if world.distributed else run.strategy.unwrap(run.model),
-        pipeline=run.strategy.report(run.model, run.optimizer) if run.strategy.pipelined else None,
+        pipeline=run.strategy.report(run.model, run.optimizer),
     )
     if world.is_main:
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()

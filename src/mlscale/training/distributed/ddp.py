@@ -11,10 +11,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from mlscale.training.distributed.whole import WholeModel
 
-class DDPStrategy:
-    pipelined = False
 
+class DDPStrategy(WholeModel):
     def __init__(self, device: torch.device, bucket_cap_mb: float = 0.0, **_):
         self.device = device
         self.bucket_cap_mb = bucket_cap_mb

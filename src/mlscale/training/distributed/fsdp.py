@@ -11,13 +11,14 @@ import torch
 from torch import nn
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
+from mlscale.training.distributed.whole import WholeModel
+
 # units of sharding in the built-in models: a block's parameters are gathered together
 _BLOCKS = (nn.TransformerEncoderLayer, nn.Linear, nn.Conv2d)
 
 
-class FSDPStrategy:
+class FSDPStrategy(WholeModel):
     comm_time_s = None  # FSDP's collectives are issued inside its hooks; not timed here
-    pipelined = False
 
     def __init__(self, device: torch.device, **_):
         self.device = device

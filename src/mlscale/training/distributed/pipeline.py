@@ -154,7 +154,7 @@ class PipelineStrategy:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def clip_grad_norm_(self, max_norm: float) -> float:
+    def clip_grad_norm_(self, model: nn.Module, max_norm: float) -> float:
         """Scale all gradients so that their global norm (over every stage) is at most `max_norm`,
         as `torch.nn.utils.clip_grad_norm_` does on the whole model."""
         grads = [p.grad for p in self.stage.submod.parameters() if p.grad is not None]

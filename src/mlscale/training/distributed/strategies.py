@@ -6,6 +6,8 @@ behind one small interface (Lightning Fabric's vocabulary), chosen from a plain 
     no_sync(model)                   context: this micro-step's backward does not synchronise
     comm_time_s                      time with a gradient collective in flight (None: not measured)
     pipelined                        True: the engine runs forward/backward through `step` (pipeline.py)
+    clip_grad_norm_, evaluate,       clip, evaluate and checkpoint the model however it is spread
+    capture/restore_training_state   (whole.py for whole-model workers; pipeline.py per stage)
     data_shard                       (index, count) of this rank's data shard
 """
 
@@ -20,13 +22,13 @@ from mlscale.training.distributed.ddp import DDPStrategy
 from mlscale.errors import MlscaleError
 from mlscale.training.distributed.fsdp import FSDPStrategy
 from mlscale.training.distributed.pipeline import PipelineStrategy
+from mlscale.training.distributed.whole import WholeModel
 
 
-class SingleDevice:
+class SingleDevice(WholeModel):
     """One process: nothing to synchronise."""
 
     comm_time_s = None
-    pipelined = False
     data_shard = (0, 1)
 
     def __init__(self, device: torch.device, **_):
