@@ -48,7 +48,7 @@ def run(argv: list[str]) -> int:
         from mlscale.planning.validate import local_counts, validate
 
         counts = sorted({p.n_workers for p in result.predictions})
-        checks = validate(config, local_counts(counts), steps=known.steps, link_fit=result.calibration.link_fit)
+        checks = validate(config, local_counts(counts), steps=known.steps)
         print(report.validation_text(checks))
     if known.out:
         _write(Path(known.out), result, checks, config)

@@ -6,7 +6,10 @@
 - the gradient bytes per step, per DDP bucket, from the model's parameters;
 - the collective's latency and bandwidth: an all-reduce micro-benchmark over message sizes on the
   real backend (gloo over 127.0.0.1 here, NCCL between GPUs), least-squares fitted to the ring
-  model t = 2(N-1)/N * S/B + 2(N-1) * alpha;
+  model t = 2(N-1)/N * S/B + 2(N-1) * alpha. Each rank computes for a moment before every
+  all-reduce, as it does in a training step, and the fit is to the mean time (the step-time model
+  predicts mean steps): on a host whose cores the workers fill, a collective's thread often waits
+  for a scheduler tick before it runs, a tail the median hides;
 - the matrix-multiply FLOP/s of the device, to scale compute to devices that are not here.
 """
 
@@ -43,6 +46,7 @@ class StepMeasure:
     steps: int
     threads: int
     comm_s: float = 0.0  # gradient all-reduce in flight per step (ddp; mean over the whole run)
+    step_times_s: tuple[float, ...] = ()  # each timed step's own time (1 worker: logged every step)
 
     @property
     def compute_s(self) -> float:
@@ -57,7 +61,7 @@ class LinkFit:
     n_workers: int
     backend: str
     sizes_bytes: tuple[int, ...]
-    times_s: tuple[float, ...]  # median per size
+    times_s: tuple[float, ...]  # mean per size (over the ranks and the repeats)
 
     def max_rel_error(self) -> float:
         from mlscale.planning.costmodel import ring_allreduce_s
@@ -95,23 +99,28 @@ def measure_step(cfg: TrainConfig, *, steps: int = 20, warmup_steps: int = 5, th
 
     threads = threads or torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="mlscale-calibrate-") as tmp:
+        # one worker logs every step (each step's time: the spread a straggler model needs); more
+        # workers log per window, since a log record costs them a collective
+        every = 1 if workers == 1 else warmup_steps
         run_cfg = replace(cfg, workers=workers, threads=threads, progress=False, out_dir=out_dir or tmp, name="calibrate",
-                          log_every_steps=warmup_steps, stop_at_step=warmup_steps + steps, baseline="",
+                          log_every_steps=every, stop_at_step=warmup_steps + steps, baseline="",
                           checkpoint_every_steps=warmup_steps + steps, epochs=max(cfg.epochs, 10_000), max_restarts=0)
         run_cfg.optim = replace(cfg.optim, schedule="constant")  # an epoch count this large must not shape the lr
         result = mlscale.train(run_cfg)
         records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     step_samples = cfg.batch_size * cfg.grad_accum_steps * workers
-    first, timed = train[0], train[1:]
+    first = next((i for i, r in enumerate(train) if r["step"] >= warmup_steps), len(train))
+    timed = train[first + 1:]
     if not timed:
         raise MlscaleError("calibration recorded no timed window; raise --steps")
-    time_s = sum((r["step"] - prev["step"]) * step_samples / r["samples_per_s"]
-                 for prev, r in zip(train, timed) if r["samples_per_s"] > 0)
-    n = timed[-1]["step"] - first["step"]
-    wait = timed[-1]["input_wait_s"] - first["input_wait_s"]
-    return StepMeasure(step_s=time_s / n, input_wait_s=wait / n, steps=n, threads=threads,
-                       comm_s=result.comm_time_s_per_step or 0.0)
+    times = [(r["step"] - prev["step"]) * step_samples / r["samples_per_s"]
+             for prev, r in zip(train[first:], timed) if r["samples_per_s"] > 0]
+    n = timed[-1]["step"] - train[first]["step"]
+    wait = timed[-1]["input_wait_s"] - train[first]["input_wait_s"]
+    return StepMeasure(step_s=sum(times) / n, input_wait_s=wait / n, steps=n, threads=threads,
+                       comm_s=result.comm_time_s_per_step or 0.0,
+                       step_times_s=tuple(times) if workers == 1 else ())
 
 
 def measure_concurrent(cfg: TrainConfig, copies: int, *, steps: int = 20, threads: int = 0,
@@ -263,10 +272,16 @@ def fit_link(sizes_bytes, times_s, n_workers: int) -> Link:
     return Link(alpha_s=max(0.0, float(alpha)), bandwidth_bytes_per_s=float(1.0 / inv_b))
 
 
-def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, repeats: int = 20,
-                        device: str = "cpu", timeout_s: float = 120.0) -> LinkFit:
+def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, repeats: int = 0,
+                        device: str = "cpu", timeout_s: float = 180.0, compute_s: float = 0.002) -> LinkFit:
     """Time a float32 all-reduce of each size among `n_workers` local processes (gloo on 127.0.0.1,
-    or NCCL with one GPU each for `device="cuda"`) and fit the ring model. Median of `repeats`."""
+    or NCCL with one GPU each for `device="cuda"`) and fit the ring model. Before each all-reduce a
+    rank multiplies matrices for `compute_s` (give the job's step: on a CPU host, the longer the
+    ranks computed, the more the all-reduce that follows costs, 1-2 ms more after 20 ms than after
+    2 ms on the project's 2-core machine), and the ranks are not lined up by a barrier: a rank
+    arrives from compute, as from a backward pass. The time per size is the mean over ranks and
+    `repeats` (0: as many as fit in about a second of compute, 20 to 60; the first few dropped)."""
+    repeats = repeats or min(60, max(20, round(1.0 / max(compute_s, 1e-3))))
     ctx = mp.get_context("spawn")
     sock = dw.listen("127.0.0.1", 0)
     port = sock.getsockname()[1]
@@ -275,7 +290,7 @@ def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, rep
                           use_libuv=False)
     queue = ctx.Queue()
     procs = [ctx.Process(target=_allreduce_worker, daemon=True,
-                         args=(r, n_workers, port, tuple(sizes_bytes), repeats, device, timeout_s, queue))
+                         args=(r, n_workers, port, tuple(sizes_bytes), repeats, device, timeout_s, queue, compute_s))
              for r in range(n_workers)]
     for p in procs:
         p.start()
@@ -298,29 +313,35 @@ def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, rep
     return LinkFit(fit_link(sizes_bytes, times, n_workers), n_workers, backend, tuple(sizes_bytes), tuple(times))
 
 
-def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, queue) -> None:
+def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, queue, compute_s=0.002) -> None:
     try:
         torch.set_num_threads(1)
         world = dw.World(rank, n_workers, rank, n_workers)
         dev = dw.device_for(world, torch.device(device))
         dw.init_process_group(world, dev, timeout_s, ("127.0.0.1", port))
-        medians = []
+        sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+        a = torch.randn(64, 64, device=dev)
+        means = []
         for size in sizes:
             t = torch.ones(max(1, size // 4), device=dev)
             samples = []
-            for i in range(repeats + 3):
-                dw.barrier()
+            dw.barrier()
+            for _ in range(repeats + 3):
+                until = time.perf_counter() + compute_s
+                while time.perf_counter() < until:  # a moment of real work, as backward before DDP's all-reduce
+                    a = torch.tanh(a @ a)
+                sync()
                 t0 = time.perf_counter()
                 dist.all_reduce(t)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
+                sync()
                 samples.append(time.perf_counter() - t0)
-            # the slowest rank decides when the collective is done: take the max over ranks
-            gathered = dw.all_gather_object(statistics.median(samples[3:]), world)
-            medians.append(max(gathered))
+            # the mean, not the median: a step waits out every slow all-reduce, and on a busy host
+            # the slow ones (a thread waiting for a scheduler tick) are common enough to count
+            gathered = dw.all_gather_object(statistics.fmean(samples[3:]), world)
+            means.append(statistics.fmean(gathered))
         dw.shutdown(world)
         if rank == 0:
-            queue.put(medians)
+            queue.put(means)
     except BaseException as err:  # report, never hang the parent
         if rank == 0:
             queue.put(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
@@ -344,7 +365,8 @@ def calibrate(cfg: TrainConfig, *, steps: int = 20, threads: int = 0, link_worke
     # NCCL between GPUs where there are enough of them; gloo between processes otherwise
     gpus = torch.cuda.device_count() if device == "cuda" else 0
     link_device = "cuda" if gpus >= link_workers else "cpu"
-    link_fit = benchmark_allreduce(link_workers, device=link_device) if link_workers >= 2 else None
+    link_fit = (benchmark_allreduce(link_workers, device=link_device, compute_s=measured.compute_s)
+                if link_workers >= 2 else None)
     n_train = len(build_data(cfg.data, cfg.seed).train)
     if device == "cuda":  # what the job's precision runs its matmuls in there
         flops = matmul_flops(n=4096, device="cuda", dtype=torch.float32 if cfg.precision == "fp32" else torch.bfloat16)

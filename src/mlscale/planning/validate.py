@@ -20,6 +20,7 @@ class Check:
     threads: int  # per worker
     predicted: StepPrediction
     measured_step_s: float
+    link_fit: cb.LinkFit | None = None  # the all-reduce fitted for this count (None for 1 worker)
 
     @property
     def error(self) -> float:
@@ -33,17 +34,15 @@ def local_counts(counts: list[int]) -> list[int]:
     return [n for n in counts if n <= cores] or [1]
 
 
-def validate(cfg: TrainConfig, counts: list[int] | None = None, *, steps: int = 20, repeats: int = 1,
-             link_fit: cb.LinkFit | None = None) -> list[Check]:
+def validate(cfg: TrainConfig, counts: list[int] | None = None, *, steps: int = 20, repeats: int = 1) -> list[Check]:
     """For each local count n (threads per worker = cores / n, as the launcher gives them): calibrate
     one worker's compute at that thread count with n copies side by side (on one host the workers
-    share cores and memory bandwidth, which separate machines would not), predict n workers from it
-    and the fitted all-reduce, then run n workers for real. With `repeats`, calibration and real
-    runs alternate and the medians are compared (a shared machine is noisy)."""
+    share cores and memory bandwidth, which separate machines would not), fit the all-reduce among n
+    processes that each compute that long before it, predict n workers from these, then run n
+    workers for real. With `repeats`, calibration and real runs alternate and the medians are
+    compared (a shared machine is noisy)."""
     counts = counts or local_counts([1, 2])
     cores = os.cpu_count() or 1
-    if link_fit is None and max(counts) > 1:
-        link_fit = cb.benchmark_allreduce(max(counts))
     buckets = cb.gradient_buckets(cfg)
     on_gpus = cfg.device.startswith("cuda")
     checks = []
@@ -60,7 +59,10 @@ def validate(cfg: TrainConfig, counts: list[int] | None = None, *, steps: int = 
         compute = statistics.median(m.compute_s for m in calibrations)
         profile = StepProfile(compute_s=compute, backward_s=compute * frac,
                               input_wait_s=statistics.median(m.input_wait_s for m in calibrations), bucket_bytes=buckets)
+        link_fit = None
+        if n > 1:  # gloo among n processes here (NCCL needs a GPU per worker, as the real run does)
+            link_fit = cb.benchmark_allreduce(n, device="cuda" if on_gpus else "cpu", compute_s=compute)
         link = link_fit.link if link_fit else Link(0.0, 1.0)
         predicted = predict_step(profile, n, link, overlap=on_gpus or n * threads < cores)
-        checks.append(Check(n, threads, predicted, statistics.median(m.step_s for m in runs)))
+        checks.append(Check(n, threads, predicted, statistics.median(m.step_s for m in runs), link_fit))
     return checks
