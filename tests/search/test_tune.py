@@ -44,11 +44,15 @@ def test_a_study_reports_a_best_config_that_mlscale_train_takes(tmp_path, capsys
         assert sorted(t.intermediate_values) == [1, 2] and t.intermediate_values[2] == t.value
         summary = json.loads((tmp_path / "tune-s" / "trials").glob(f"trial-{t.number:04d}-*/summary.json").__next__().read_text())
         assert summary["test_accuracy"] == t.value
+        # a trial is never resumed: it writes its final checkpoint only, none after each epoch
+        run_dir = next((tmp_path / "tune-s" / "trials").glob(f"trial-{t.number:04d}-*"))
+        assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == ["final.pt"]
     best = max(trials, key=lambda t: t.value)
     assert result.best_trial == best.number and result.best_value == best.value
     config = yaml.safe_load((tmp_path / "tune-s" / "best.yaml").read_text())
     assert config["optim"]["lr"] == best.params["optim.lr"] and config["model"]["width"] == best.params["model.width"]
     assert config["out_dir"] == "runs" and config["progress"] is False
+    assert config["checkpoint_every_steps"] == 0  # the base's, not the trials' final-only setting
     board = (tmp_path / "tune-s" / "leaderboard.txt").read_text().splitlines()
     assert board[0].split()[:3] == ["rank", "trial", "accuracy"] and board[1].split()[1] == str(best.number)
     for png in ("history.png", "importances.png"):
