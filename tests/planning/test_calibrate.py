@@ -36,6 +36,9 @@ def test_step_split_gradients_and_backward_share(small_config):
     cfg = small_config()
     m = cb.measure_step(cfg, steps=10, warmup_steps=5, threads=1)
     assert m.steps == 10 and m.step_s > 0 and 0 < m.input_wait_s < m.step_s and m.compute_s > 0
+    # one worker logs every step: each timed step's own time, and they add up to the mean
+    assert len(m.step_times_s) == 10 and all(t > 0 for t in m.step_times_s)
+    assert sum(m.step_times_s) / 10 == pytest.approx(m.step_s, rel=1e-3)
     from mlscale.training.data import build_data
     from mlscale.training.models import build_model
 
@@ -52,7 +55,8 @@ def test_step_split_gradients_and_backward_share(small_config):
 
 @pytest.mark.multiprocess
 def test_allreduce_benchmark_on_gloo():
-    fit = cb.benchmark_allreduce(2, sizes_bytes=(4096, 1 << 20, 1 << 22), repeats=5, timeout_s=60)
+    # the ranks compute 5 ms before each all-reduce, as after a backward pass
+    fit = cb.benchmark_allreduce(2, sizes_bytes=(4096, 1 << 20, 1 << 22), repeats=5, timeout_s=60, compute_s=0.005)
     assert fit.backend == "gloo" and fit.n_workers == 2 and len(fit.times_s) == 3
     assert all(t > 0 for t in fit.times_s)
     assert fit.link.alpha_s >= 0 and fit.link.bandwidth_bytes_per_s > 0
