@@ -36,9 +36,6 @@ def test_step_split_gradients_and_backward_share(small_config):
     cfg = small_config()
     m = cb.measure_step(cfg, steps=10, warmup_steps=5, threads=1)
     assert m.steps == 10 and m.step_s > 0 and 0 < m.input_wait_s < m.step_s and m.compute_s > 0
-    # one worker logs every step: each timed step's own time, and they add up to the mean
-    assert len(m.step_times_s) == 10 and all(t > 0 for t in m.step_times_s)
-    assert sum(m.step_times_s) / 10 == pytest.approx(m.step_s, rel=1e-3)
     from mlscale.training.data import build_data
     from mlscale.training.models import build_model
 

@@ -8,8 +8,8 @@
   real backend (gloo over 127.0.0.1 here, NCCL between GPUs), least-squares fitted to the ring
   model t = 2(N-1)/N * S/B + 2(N-1) * alpha. Each rank computes for a moment before every
   all-reduce, as it does in a training step, and the fit is to the mean time (the step-time model
-  predicts mean steps): on a host whose cores the workers fill, a collective's thread often waits
-  for a scheduler tick before it runs, a tail the median hides;
+  predicts mean steps): on a host whose cores the workers fill, a collective's threads often wait
+  milliseconds for a core, a tail the median hides;
 - the matrix-multiply FLOP/s of the device, to scale compute to devices that are not here.
 """
 
@@ -46,7 +46,6 @@ class StepMeasure:
     steps: int
     threads: int
     comm_s: float = 0.0  # gradient all-reduce in flight per step (ddp; mean over the whole run)
-    step_times_s: tuple[float, ...] = ()  # each timed step's own time (1 worker: logged every step)
 
     @property
     def compute_s(self) -> float:
@@ -99,28 +98,23 @@ def measure_step(cfg: TrainConfig, *, steps: int = 20, warmup_steps: int = 5, th
 
     threads = threads or torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="mlscale-calibrate-") as tmp:
-        # one worker logs every step (each step's time: the spread a straggler model needs); more
-        # workers log per window, since a log record costs them a collective
-        every = 1 if workers == 1 else warmup_steps
         run_cfg = replace(cfg, workers=workers, threads=threads, progress=False, out_dir=out_dir or tmp, name="calibrate",
-                          log_every_steps=every, stop_at_step=warmup_steps + steps, baseline="",
+                          log_every_steps=warmup_steps, stop_at_step=warmup_steps + steps, baseline="",
                           checkpoint_every_steps=warmup_steps + steps, epochs=max(cfg.epochs, 10_000), max_restarts=0)
         run_cfg.optim = replace(cfg.optim, schedule="constant")  # an epoch count this large must not shape the lr
         result = mlscale.train(run_cfg)
         records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     step_samples = cfg.batch_size * cfg.grad_accum_steps * workers
-    first = next((i for i, r in enumerate(train) if r["step"] >= warmup_steps), len(train))
-    timed = train[first + 1:]
+    first, timed = train[0], train[1:]
     if not timed:
         raise MlscaleError("calibration recorded no timed window; raise --steps")
-    times = [(r["step"] - prev["step"]) * step_samples / r["samples_per_s"]
-             for prev, r in zip(train[first:], timed) if r["samples_per_s"] > 0]
-    n = timed[-1]["step"] - train[first]["step"]
-    wait = timed[-1]["input_wait_s"] - train[first]["input_wait_s"]
-    return StepMeasure(step_s=sum(times) / n, input_wait_s=wait / n, steps=n, threads=threads,
-                       comm_s=result.comm_time_s_per_step or 0.0,
-                       step_times_s=tuple(times) if workers == 1 else ())
+    time_s = sum((r["step"] - prev["step"]) * step_samples / r["samples_per_s"]
+                 for prev, r in zip(train, timed) if r["samples_per_s"] > 0)
+    n = timed[-1]["step"] - first["step"]
+    wait = timed[-1]["input_wait_s"] - first["input_wait_s"]
+    return StepMeasure(step_s=time_s / n, input_wait_s=wait / n, steps=n, threads=threads,
+                       comm_s=result.comm_time_s_per_step or 0.0)
 
 
 def measure_concurrent(cfg: TrainConfig, copies: int, *, steps: int = 20, threads: int = 0,
@@ -330,7 +324,7 @@ def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, 
                 until = time.perf_counter() + compute_s
                 while time.perf_counter() < until:  # a moment of real work, as backward before DDP's all-reduce
                     a = torch.tanh(a @ a)
-                sync()
+                    sync()
                 t0 = time.perf_counter()
                 dist.all_reduce(t)
                 sync()
