@@ -112,6 +112,7 @@ class TrainConfig:
     keep_checkpoints: int = _f(3, "periodic checkpoints kept (the final one is always kept)", gt=0)
     stop_at_step: int = _f(0, "stop with a checkpoint after this optimizer step, to resume later (0: run to the end)", ge=0)
     progress: bool = _f(True, "show a progress bar")
+    curves: bool = _f(True, "plot curves.png (loss and accuracy over the run) when the run ends")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -123,7 +124,7 @@ class TrainConfig:
 # reported, not what it computes.
 RESUMABLE_FIELDS = frozenset({
     "device", "threads", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
-    "keep_checkpoints", "stop_at_step", "progress", "out_dir", "data.num_workers", "data.prefetch_factor",
+    "keep_checkpoints", "stop_at_step", "progress", "curves", "out_dir", "data.num_workers", "data.prefetch_factor",
     "strategy", "baseline", "dist.master_addr", "dist.master_port", "dist.timeout_s", "dist.bucket_cap_mb",
     # the split of the global batch among workers, micro-batches and accumulation may change, as long
     # as the global batch per optimizer step stays the same (checked by the engine)

@@ -47,12 +47,13 @@ def test_a_study_reports_a_best_config_that_mlscale_train_takes(tmp_path, capsys
         # a trial is never resumed: it writes its final checkpoint only, none after each epoch
         run_dir = next((tmp_path / "tune-s" / "trials").glob(f"trial-{t.number:04d}-*"))
         assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == ["final.pt"]
+        assert not (run_dir / "curves.png").exists()  # the study's plots stand for the trials'
     best = max(trials, key=lambda t: t.value)
     assert result.best_trial == best.number and result.best_value == best.value
     config = yaml.safe_load((tmp_path / "tune-s" / "best.yaml").read_text())
     assert config["optim"]["lr"] == best.params["optim.lr"] and config["model"]["width"] == best.params["model.width"]
     assert config["out_dir"] == "runs" and config["progress"] is False
-    assert config["checkpoint_every_steps"] == 0  # the base's, not the trials' final-only setting
+    assert config["checkpoint_every_steps"] == 0 and config["curves"] is True  # the base's, not the trials'
     board = (tmp_path / "tune-s" / "leaderboard.txt").read_text().splitlines()
     assert board[0].split()[:3] == ["rank", "trial", "accuracy"] and board[1].split()[1] == str(best.number)
     for png in ("history.png", "importances.png"):

@@ -81,7 +81,8 @@ def format_summary(result) -> str:
         lines.append(f"  scaling        {result.scaling_efficiency:.0%} efficiency vs the 1-worker baseline")
     return "\n".join(lines + [
         f"  wall time      {result.wall_time_s:.1f} s ({result.train_time_s:.1f} s in training steps)",
-        f"  outputs        {result.run_dir}/  config.yaml metrics.jsonl summary.json curves.png checkpoints/",
+        f"  outputs        {result.run_dir}/  config.yaml metrics.jsonl summary.json"
+        f"{' curves.png' if (result.run_dir / 'curves.png').exists() else ''} checkpoints/",
     ])
 
 

@@ -13,7 +13,7 @@ from mlscale.runs import atomic_write_text
 
 LEADERBOARD_ROWS = 10
 # fields of a trial's config that belong to the trial's run, not to the configuration found
-_RUN_FIELDS = ("out_dir", "name", "progress", "workers", "threads", "checkpoint_every_steps")
+_RUN_FIELDS = ("out_dir", "name", "progress", "workers", "threads", "checkpoint_every_steps", "curves")
 
 
 @dataclass

@@ -437,7 +437,8 @@ def _finish(run: _Run, completed: bool, wall_time_s: float) -> RunResult:
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()
                    if k not in ("model", "rank")}
         atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        plot_curves(read_jsonl(run.run_dir / "metrics.jsonl"), run.run_dir / "curves.png", title=run.run_dir.name)
+        if run.cfg.curves:
+            plot_curves(read_jsonl(run.run_dir / "metrics.jsonl"), run.run_dir / "curves.png", title=run.run_dir.name)
     return result
 
 

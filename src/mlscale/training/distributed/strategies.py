@@ -18,10 +18,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from mlscale.training.distributed.ddp import DDPStrategy
 from mlscale.errors import MlscaleError
-from mlscale.training.distributed.fsdp import FSDPStrategy
-from mlscale.training.distributed.pipeline import PipelineStrategy
 from mlscale.training.distributed.whole import WholeModel
 
 
@@ -44,7 +41,19 @@ class SingleDevice(WholeModel):
         return nullcontext()
 
 
-STRATEGIES = {"ddp": DDPStrategy, "fsdp": FSDPStrategy, "pipeline": PipelineStrategy}
+def _strategy_class(name: str):
+    """Imported when chosen: FSDP's and pipelining's modules (torch.distributed.tensor) take
+    about 0.75 s to import, paid by every process that starts, every tuner trial's included."""
+    if name == "ddp":
+        from mlscale.training.distributed.ddp import DDPStrategy
+        return DDPStrategy
+    if name == "fsdp":
+        from mlscale.training.distributed.fsdp import FSDPStrategy
+        return FSDPStrategy
+    if name == "pipeline":
+        from mlscale.training.distributed.pipeline import PipelineStrategy
+        return PipelineStrategy
+    raise MlscaleError(f"unknown strategy {name!r} (ddp, fsdp or pipeline)")
 
 
 def build_strategy(name: str, world, device: torch.device, **options):
@@ -55,7 +64,7 @@ def build_strategy(name: str, world, device: torch.device, **options):
                            f"{options['pipeline'].n_stages}); this run has 1 worker")
     if world.world_size == 1:
         return SingleDevice(device)
-    strategy = STRATEGIES[name](device, world=world, **options)
+    strategy = _strategy_class(name)(device, world=world, **options)
     if not strategy.pipelined:
         strategy.data_shard = (world.rank, world.world_size)
     return strategy
