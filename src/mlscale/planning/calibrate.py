@@ -330,7 +330,7 @@ def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, 
                 sync()
                 samples.append(time.perf_counter() - t0)
             # the mean, not the median: a step waits out every slow all-reduce, and on a busy host
-            # the slow ones (a thread waiting for a scheduler tick) are common enough to count
+            # the slow ones (a thread waiting for a core) are common enough to count
             gathered = dw.all_gather_object(statistics.fmean(samples[3:]), world)
             means.append(statistics.fmean(gathered))
         dw.shutdown(world)
