@@ -53,8 +53,9 @@ def validate(cfg: TrainConfig, counts: list[int] | None = None, *, steps: int = 
         for _ in range(repeats):  # alternate: a load that comes and goes hits both alike
             if on_gpus:  # each worker has a GPU of its own: nothing shared to calibrate beside
                 calibrations.append(cb.measure_step(cfg, steps=steps, threads=threads))
-            else:
-                calibrations.extend(cb.measure_concurrent(cfg, n, steps=steps, threads=threads))
+            else:  # synchronous workers go at the pace of the slowest: its compute, not the copies' median
+                calibrations.append(max(cb.measure_concurrent(cfg, n, steps=steps, threads=threads),
+                                        key=lambda m: m.compute_s))
             runs.append(cb.measure_step(cfg, steps=steps, threads=threads, workers=n))
         compute = statistics.median(m.compute_s for m in calibrations)
         profile = StepProfile(compute_s=compute, backward_s=compute * frac,
