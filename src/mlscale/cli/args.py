@@ -11,3 +11,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise MlscaleError(f"{message} (see {self.prog} --help)")
+
+
+def png_file(value: str) -> str:
+    """argparse `type` for an output image path: it must end in .png (matplotlib picks the format
+    from the suffix)."""
+    if not value.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"must name a .png file, got '{value}'")
+    return value

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from mlscale.cli.args import ArgumentParser
+from mlscale.cli.args import ArgumentParser, png_file
 from mlscale.errors import MlscaleError
 
 EXAMPLES = """examples:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller operands when measuring (seconds on a CPU)")
     p.add_argument("--repeats", type=int, default=5, help="timed samples per figure (median and spread)")
     p.add_argument("--threads", type=int, help="torch intra-op threads on the CPU (default: torch's, one per core)")
-    p.add_argument("--roofline", metavar="PNG", help="also draw the devices' measured rooflines to this PNG")
+    p.add_argument("--roofline", type=png_file, metavar="PNG", help="also draw the devices' measured rooflines to this PNG")
     return p
 
 
@@ -52,8 +52,6 @@ def run(argv: list[str]) -> int:
     set_threads(args.threads)
     if args.repeats < 1:
         raise MlscaleError(f"--repeats must be >= 1, got {args.repeats}")
-    if args.roofline and not args.roofline.lower().endswith(".png"):
-        raise MlscaleError(f"--roofline must name a .png file, got '{args.roofline}'")
     from mlscale.processors.devices import cache_path, discover_devices, measure_devices
 
     found = discover_devices()

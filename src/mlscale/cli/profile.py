@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlscale.cli.args import ArgumentParser
+from mlscale.cli.args import ArgumentParser, png_file
 from mlscale.cli.devices import cache_dir, set_threads
 from mlscale.errors import MlscaleError
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, help="built-in model width (default: the model's)")
     p.add_argument("--depth", type=int, help="built-in model depth (default: the model's)")
     p.add_argument("--threads", type=int, help="torch intra-op threads on the CPU (default: torch's, one per core)")
-    p.add_argument("--roofline", metavar="PNG", help="draw the roofline with the model's layers to this PNG")
+    p.add_argument("--roofline", type=png_file, metavar="PNG", help="draw the roofline with the model's layers to this PNG")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--no-systolic", action="store_true", help="leave out the TPU-like systolic column")
     return p
@@ -42,8 +42,6 @@ def run(argv: list[str]) -> int:
     set_threads(args.threads)
     if args.batch < 1:
         raise MlscaleError(f"--batch must be >= 1, got {args.batch}")
-    if args.roofline and not args.roofline.lower().endswith(".png"):
-        raise MlscaleError(f"--roofline must name a .png file, got '{args.roofline}'")
     shape = _shape(args.input_shape)
     model, name = _build(args, shape)
     from mlscale.processors.devices import cache_path, measured_devices

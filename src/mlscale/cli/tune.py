@@ -10,13 +10,11 @@ password off the command line and out of shell history).
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from mlscale.cli.args import ArgumentParser
 from mlscale.cli.train import parse_overrides
 from mlscale.config import build_config, load_yaml
-from mlscale.errors import MlscaleError
 
 USAGE = ("mlscale tune --space SPACE.yaml [--trials N] [--parallel P] [--workers-per-trial W] "
          "[--sampler tpe|random|grid] [--pruner asha|hyperband|median|none] [--storage URL] [--study NAME] "

@@ -22,7 +22,6 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -127,20 +126,7 @@ def measure_concurrent(cfg: TrainConfig, copies: int, *, steps: int = 20, thread
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_measure_worker, args=(cfg, steps, threads, queue), daemon=True) for _ in range(copies)]
-    for p in procs:
-        p.start()
-    results, deadline = [], time.monotonic() + timeout_s
-    while len(results) < copies and time.monotonic() < deadline:
-        try:
-            results.append(queue.get(timeout=0.5))
-        except Exception:  # queue.Empty: stop waiting once every copy has ended
-            if not any(p.is_alive() for p in procs) and queue.empty():
-                break
-    for p in procs:
-        p.join(timeout=10)
-        if p.is_alive():
-            p.kill()
-            p.join()
+    results = _gather(procs, queue, copies, timeout_s, join_s=10)
     errors = [r for r in results if isinstance(r, str)]
     if errors or len(results) < copies:
         raise RunFailed(f"a concurrent calibration run failed: {errors[0] if errors else 'no answer within the timeout'}")
@@ -151,7 +137,32 @@ def _measure_worker(cfg, steps, threads, queue) -> None:
     try:
         queue.put(measure_step(cfg, steps=steps, threads=threads))
     except BaseException as err:  # report, never hang the parent
-        queue.put(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        queue.put(_one_line(err))
+
+
+def _gather(procs, queue, n_answers: int, timeout_s: float, join_s: float) -> list:
+    """Start `procs` and collect up to `n_answers` items from `queue` within `timeout_s`, fewer
+    once every process has ended; then reap them, killing any still alive after `join_s`."""
+    for p in procs:
+        p.start()
+    answers, deadline = [], time.monotonic() + timeout_s
+    while len(answers) < n_answers and time.monotonic() < deadline:
+        try:
+            answers.append(queue.get(timeout=0.5))
+        except Exception:  # queue.Empty: a process that died without answering ends the wait
+            if not any(p.is_alive() for p in procs) and queue.empty():
+                break
+    for p in procs:
+        p.join(timeout=join_s)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    return answers
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err)
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def backward_fraction(cfg: TrainConfig, *, repeats: int = 10, threads: int = 0) -> float:
@@ -286,20 +297,8 @@ def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, rep
     procs = [ctx.Process(target=_allreduce_worker, daemon=True,
                          args=(r, n_workers, port, tuple(sizes_bytes), repeats, device, timeout_s, queue, compute_s))
              for r in range(n_workers)]
-    for p in procs:
-        p.start()
-    times, deadline = None, time.monotonic() + timeout_s
-    while times is None and time.monotonic() < deadline:
-        try:
-            times = queue.get(timeout=0.5)
-        except Exception:  # queue.Empty: a worker that died without answering ends the wait
-            if not any(p.is_alive() for p in procs) and queue.empty():
-                break
-    for p in procs:
-        p.join(timeout=30)
-        if p.is_alive():
-            p.kill()
-            p.join()
+    answers = _gather(procs, queue, 1, timeout_s, join_s=30)  # rank 0 answers for all
+    times = answers[0] if answers else None
     del store
     if not isinstance(times, list):
         raise RunFailed(f"the all-reduce benchmark failed: {times or 'no answer within the timeout'}")
@@ -338,7 +337,7 @@ def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, 
             queue.put(means)
     except BaseException as err:  # report, never hang the parent
         if rank == 0:
-            queue.put(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            queue.put(_one_line(err))
         raise
 
 
