@@ -1,9 +1,11 @@
 """How far `mlscale plan`'s predictions can be trusted: predicted vs measured step time per worker,
 1 and 2 workers on this machine, for an MLP, a CNN and a transformer at two batch sizes each.
 
-The prediction composes measurements of the parts (one worker's compute with the other workers'
-copies running beside it, the all-reduce micro-benchmark fitted to the alpha-beta ring model, the
-per-bucket overlap model); the measurement is a real `mlscale train --workers N` run of the job.
+The prediction composes measurements of the parts (one worker's input wait; the job's step timed by
+N ranks that all-reduce after each step, as synchronous workers do; that all-reduce micro-benchmark
+over message sizes fitted to the alpha-beta ring model; the per-bucket overlap model); the
+measurement is a real `mlscale train --workers N` run of the job. "alone" is one worker's compute
+with the host to itself, "synced" the compute the prediction uses.
 Target: within 15% (Habitat reports ~12% across GPUs for single-GPU steps).
 
     python bench/plan_accuracy.py [--quick] [--repeats 3] [--steps 20] [--device cuda]
@@ -42,8 +44,8 @@ def main():
         counts = [n for n in (1, 2) if n <= (os.cpu_count() or 1)] or [1]
     t0 = time.perf_counter()
     print(f"torch {torch.__version__}, {os.cpu_count()} cores; {args.steps} steps, median of {args.repeats}; "
-          "all-reduce fitted per case among the workers, each computing the job's step before it")
-    print(f"{'case':<22} {'workers':>7} {'threads':>7} {'alpha us':>8} {'GB/s':>5} {'predicted ms':>12} "
+          "all-reduce fitted per case among the workers, each running the job's step before it")
+    print(f"{'case':<22} {'workers':>7} {'threads':>7} {'alone ms':>8} {'synced ms':>9} {'alpha us':>8} {'GB/s':>5} {'predicted ms':>12} "
           f"{'measured ms':>11} {'error':>7}")
     errors = []
     for name, job in CASES.items():
@@ -53,7 +55,8 @@ def main():
                 errors.append(abs(c.error))
                 link = c.link_fit.link if c.link_fit else None
                 fit = f"{link.alpha_s * 1e6:>8.0f} {link.bandwidth_bytes_per_s / 1e9:>5.2f}" if link else f"{'-':>8} {'-':>5}"
-                print(f"{f'{name} batch {batch}':<22} {c.n_workers:>7} {c.threads:>7} {fit} {c.predicted.step_s * 1e3:>12.2f} "
+                print(f"{f'{name} batch {batch}':<22} {c.n_workers:>7} {c.threads:>7} {c.alone_compute_s * 1e3:>8.2f} "
+                      f"{c.predicted.compute_s * 1e3:>9.2f} {fit} {c.predicted.step_s * 1e3:>12.2f} "
                       f"{c.measured_step_s * 1e3:>11.2f} {c.error:>+7.1%}", flush=True)
     within = sum(e <= TARGET for e in errors)
     print(f"within {TARGET:.0%}: {within}/{len(errors)}; median |error| {statistics.median(errors):.1%}, "

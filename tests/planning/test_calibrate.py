@@ -51,10 +51,26 @@ def test_step_split_gradients_and_backward_share(small_config):
 
 
 @pytest.mark.multiprocess
-def test_allreduce_benchmark_on_gloo():
-    # the ranks compute 5 ms before each all-reduce, as after a backward pass
-    fit = cb.benchmark_allreduce(2, sizes_bytes=(4096, 1 << 20, 1 << 22), repeats=5, timeout_s=60, compute_s=0.005)
+@pytest.mark.parametrize("with_job", [False, True])
+def test_allreduce_benchmark_on_gloo(small_config, with_job):
+    # before each all-reduce the ranks run the job's DDP step (timed: the synchronized compute),
+    # or compute 5 ms of matrix products, as after a backward pass
+    job = small_config() if with_job else None
+    fit = cb.benchmark_allreduce(2, sizes_bytes=(4096, 1 << 20, 1 << 22), repeats=5, timeout_s=60, compute_s=0.005,
+                                 job=job)
     assert fit.backend == "gloo" and fit.n_workers == 2 and len(fit.times_s) == 3
     assert all(t > 0 for t in fit.times_s)
     assert fit.link.alpha_s >= 0 and fit.link.bandwidth_bytes_per_s > 0
     assert fit.max_rel_error() >= 0
+    assert (fit.compute_s > 0) if with_job else fit.compute_s is None
+
+
+def test_repeated_benchmarks_combine_by_median_per_size():
+    from mlscale.planning.validate import _median_fit
+
+    sizes, link = (1024, 1 << 20, 1 << 22), Link(100e-6, 1e9)
+    fits = [cb.LinkFit(link, 2, "gloo", sizes, tuple(ring_allreduce_s(s, 2, link) * k for s in sizes), compute_s=c)
+            for k, c in ((1.0, 0.003), (5.0, 0.009), (1.0, 0.002))]  # one slow outlier among three
+    combined = _median_fit(fits)
+    assert combined.times_s == fits[0].times_s and combined.compute_s == 0.003
+    assert combined.link.alpha_s == pytest.approx(100e-6) and combined.link.bandwidth_bytes_per_s == pytest.approx(1e9)

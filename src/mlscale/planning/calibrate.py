@@ -6,10 +6,13 @@
 - the gradient bytes per step, per DDP bucket, from the model's parameters;
 - the collective's latency and bandwidth: an all-reduce micro-benchmark over message sizes on the
   real backend (gloo over 127.0.0.1 here, NCCL between GPUs), least-squares fitted to the ring
-  model t = 2(N-1)/N * S/B + 2(N-1) * alpha. Each rank computes for a moment before every
-  all-reduce, as it does in a training step, and the fit is to the mean time (the step-time model
+  model t = 2(N-1)/N * S/B + 2(N-1) * alpha. Each rank runs the job's own training step before
+  every all-reduce, as DDP's ranks do, and the fit is to the mean time (the step-time model
   predicts mean steps): on a host whose cores the workers fill, a collective's threads often wait
-  milliseconds for a core, a tail the median hides;
+  milliseconds for a core, a tail the median hides. The same benchmark times that step while the
+  ranks synchronize every step: on one host this alone slows compute (on the project's 2-core
+  machine, ~15-20% for a 3 ms step: a rank that slept in the collective starts its next step
+  cold), which copies running side by side without communicating do not show;
 - the matrix-multiply FLOP/s of the device, to scale compute to devices that are not here.
 """
 
@@ -60,6 +63,7 @@ class LinkFit:
     backend: str
     sizes_bytes: tuple[int, ...]
     times_s: tuple[float, ...]  # mean per size (over the ranks and the repeats)
+    compute_s: float | None = None  # the job's step before each all-reduce, mean over ranks and repeats
 
     def max_rel_error(self) -> float:
         from mlscale.planning.costmodel import ring_allreduce_s
@@ -116,30 +120,6 @@ def measure_step(cfg: TrainConfig, *, steps: int = 20, warmup_steps: int = 5, th
                        comm_s=result.comm_time_s_per_step or 0.0)
 
 
-def measure_concurrent(cfg: TrainConfig, copies: int, *, steps: int = 20, threads: int = 0,
-                       timeout_s: float = 600.0) -> list[StepMeasure]:
-    """`copies` independent 1-worker runs of `cfg` side by side (separate processes, no
-    communication): one worker's step while the others compete for the same cores and memory, as
-    the workers of a local multi-worker run do. One StepMeasure per copy."""
-    if copies <= 1:
-        return [measure_step(cfg, steps=steps, threads=threads)]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_measure_worker, args=(cfg, steps, threads, queue), daemon=True) for _ in range(copies)]
-    results = _gather(procs, queue, copies, timeout_s, join_s=10)
-    errors = [r for r in results if isinstance(r, str)]
-    if errors or len(results) < copies:
-        raise RunFailed(f"a concurrent calibration run failed: {errors[0] if errors else 'no answer within the timeout'}")
-    return results
-
-
-def _measure_worker(cfg, steps, threads, queue) -> None:
-    try:
-        queue.put(measure_step(cfg, steps=steps, threads=threads))
-    except BaseException as err:  # report, never hang the parent
-        queue.put(_one_line(err))
-
-
 def _gather(procs, queue, n_answers: int, timeout_s: float, join_s: float) -> list:
     """Start `procs` and collect up to `n_answers` items from `queue` within `timeout_s`, fewer
     once every process has ended; then reap them, killing any still alive after `join_s`."""
@@ -168,18 +148,9 @@ def _one_line(err: BaseException) -> str:
 def backward_fraction(cfg: TrainConfig, *, repeats: int = 10, threads: int = 0) -> float:
     """The share of forward + backward + update time that is backward, timed on the config's model
     with one batch of its data (the part of compute DDP can overlap with its all-reduce)."""
-    from mlscale.training.data import build_data
-    from mlscale.training.models import build_model
-    from mlscale.training.optim import build_optimizer
-
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(cfg.seed)
-    data = build_data(cfg.data, cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.n_classes)
-    opt = build_optimizer(cfg.optim, model)
-    idx = torch.arange(min(cfg.batch_size, len(data.train)))
-    x, y = (torch.stack([torch.as_tensor(data.train[int(i)][k]) for i in idx]) for k in (0, 1))
+    model, opt, x, y = _job(cfg)
     fwd, bwd, upd = [], [], []
     for _ in range(repeats + 2):
         t0 = time.perf_counter()
@@ -200,10 +171,6 @@ def count_ops(cfg: TrainConfig) -> int:
     kernel launch on a GPU: below a point, a step costs launches, not FLOPs."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from mlscale.training.data import build_data
-    from mlscale.training.models import build_model
-    from mlscale.training.optim import build_optimizer
-
     class _Count(TorchDispatchMode):
         n = 0
 
@@ -211,19 +178,53 @@ def count_ops(cfg: TrainConfig) -> int:
             _Count.n += 1
             return func(*args, **(kwargs or {}))
 
-    torch.manual_seed(cfg.seed)
-    data = build_data(cfg.data, cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.n_classes)
-    opt = build_optimizer(cfg.optim, model)
-    x, y = (torch.stack([torch.as_tensor(data.train[i][k]) for i in range(min(cfg.batch_size, len(data.train)))])
-            for k in (0, 1))
+    step = _train_step(cfg)
     for _ in range(2):  # the second step: optimizer state exists, as in every later step
         _Count.n = 0
         with _Count():
-            F.cross_entropy(model(x).float(), y).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            step()
     return _Count.n
+
+
+def _job(cfg: TrainConfig, device: str | torch.device = "cpu"):
+    """The config's model and optimizer, and its first training batch, on `device`."""
+    from mlscale.training.data import build_data
+    from mlscale.training.models import build_model
+    from mlscale.training.optim import build_optimizer
+
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
+    opt = build_optimizer(cfg.optim, model)
+    x, y = (torch.stack([torch.as_tensor(data.train[i][k]) for i in range(min(cfg.batch_size, len(data.train)))])
+            .to(device) for k in (0, 1))
+    return model, opt, x, y
+
+
+def _train_step(cfg: TrainConfig, device: str | torch.device = "cpu", ddp: bool = False):
+    """One training step of the config's job on one fixed batch (forward, loss, backward, update),
+    as a function to call repeatedly. With `ddp` (in a process group), the model is wrapped in DDP
+    as the engine wraps it, with a communication hook that sends nothing: DDP's own per-step work
+    (gradient hooks, bucket copies) without the all-reduce, which the caller times itself."""
+    model, opt, x, y = _job(cfg, device)
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model.register_comm_hook(None, _keep_local)
+
+    def step():
+        F.cross_entropy(model(x).float(), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def _keep_local(_, bucket):  # no annotations: DDP checks them
+    """A DDP communication hook that leaves the bucket's gradients as they are."""
+    fut = torch.futures.Future()
+    fut.set_result(bucket.buffer())
+    return fut
 
 
 def gradient_buckets(cfg: TrainConfig) -> tuple[int, ...]:
@@ -278,14 +279,19 @@ def fit_link(sizes_bytes, times_s, n_workers: int) -> Link:
 
 
 def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, repeats: int = 0,
-                        device: str = "cpu", timeout_s: float = 180.0, compute_s: float = 0.002) -> LinkFit:
+                        device: str = "cpu", timeout_s: float = 180.0, compute_s: float = 0.002,
+                        job: TrainConfig | None = None, threads: int = 1) -> LinkFit:
     """Time a float32 all-reduce of each size among `n_workers` local processes (gloo on 127.0.0.1,
-    or NCCL with one GPU each for `device="cuda"`) and fit the ring model. Before each all-reduce a
-    rank multiplies matrices for `compute_s` (give the job's step: on a CPU host, the longer the
-    ranks computed, the more the all-reduce that follows costs, 1-2 ms more after 20 ms than after
-    2 ms on the project's 2-core machine), and the ranks are not lined up by a barrier: a rank
-    arrives from compute, as from a backward pass. The time per size is the mean over ranks and
-    `repeats` (0: as many as fit in about a second of compute, 20 to 60; the first few dropped)."""
+    or NCCL with one GPU each for `device="cuda"`) and fit the ring model.
+
+    Before each all-reduce a rank computes, and the ranks are not lined up by a barrier: a rank
+    arrives from compute, as from a backward pass, and waits there for the slowest. The compute is
+    one training step of `job` (its model, optimizer and first batch, `threads` threads per rank),
+    timed, which gives the fit's `compute_s`; without a job, matrix products for `compute_s`
+    seconds. (On a CPU host the longer the ranks computed, the more the all-reduce that follows
+    costs: 1-2 ms more after 20 ms than after 2 ms on the project's 2-core machine.) The time per
+    size is the mean over ranks and `repeats` (0: as many as fit in about a second of compute, 20 to
+    60, with `compute_s` the step's expected length; the first few dropped)."""
     repeats = repeats or min(60, max(20, round(1.0 / max(compute_s, 1e-3))))
     ctx = mp.get_context("spawn")
     sock = dw.listen("127.0.0.1", 0)
@@ -295,46 +301,61 @@ def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, rep
                           use_libuv=False)
     queue = ctx.Queue()
     procs = [ctx.Process(target=_allreduce_worker, daemon=True,
-                         args=(r, n_workers, port, tuple(sizes_bytes), repeats, device, timeout_s, queue, compute_s))
+                         args=(r, n_workers, port, tuple(sizes_bytes), repeats, device, timeout_s, queue, compute_s,
+                               job, threads))
              for r in range(n_workers)]
     answers = _gather(procs, queue, 1, timeout_s, join_s=30)  # rank 0 answers for all
-    times = answers[0] if answers else None
+    answer = answers[0] if answers else None
     del store
-    if not isinstance(times, list):
-        raise RunFailed(f"the all-reduce benchmark failed: {times or 'no answer within the timeout'}")
+    if not isinstance(answer, tuple):
+        raise RunFailed(f"the all-reduce benchmark failed: {answer or 'no answer within the timeout'}")
+    times, computed = answer
     backend = dw.backend_for(torch.device(device))
-    return LinkFit(fit_link(sizes_bytes, times, n_workers), n_workers, backend, tuple(sizes_bytes), tuple(times))
+    return LinkFit(fit_link(sizes_bytes, times, n_workers), n_workers, backend, tuple(sizes_bytes), tuple(times),
+                   compute_s=computed if job is not None else None)
 
 
-def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, queue, compute_s=0.002) -> None:
+def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, queue, compute_s, job, threads) -> None:
     try:
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)
         world = dw.World(rank, n_workers, rank, n_workers)
         dev = dw.device_for(world, torch.device(device))
         dw.init_process_group(world, dev, timeout_s, ("127.0.0.1", port))
         sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-        a = torch.randn(64, 64, device=dev)
-        means = []
+        if job is not None:
+            work = _train_step(job, dev, ddp=True)
+        else:
+            a = torch.randn(64, 64, device=dev)
+
+            def work():  # a moment of real work, as backward before DDP's all-reduce
+                nonlocal a
+                until = time.perf_counter() + compute_s
+                while time.perf_counter() < until:
+                    a = torch.tanh(a @ a)
+                    sync()
+        means, computed = [], []
         for size in sizes:
             t = torch.ones(max(1, size // 4), device=dev)
             samples = []
             dw.barrier()
-            for _ in range(repeats + 3):
-                until = time.perf_counter() + compute_s
-                while time.perf_counter() < until:  # a moment of real work, as backward before DDP's all-reduce
-                    a = torch.tanh(a @ a)
-                    sync()
+            for i in range(repeats + 3):
                 t0 = time.perf_counter()
+                work()
+                sync()
+                t1 = time.perf_counter()
                 dist.all_reduce(t)
                 sync()
-                samples.append(time.perf_counter() - t0)
+                samples.append(time.perf_counter() - t1)
+                if i >= 3:
+                    computed.append(t1 - t0)
             # the mean, not the median: a step waits out every slow all-reduce, and on a busy host
             # the slow ones (a thread waiting for a core) are common enough to count
             gathered = dw.all_gather_object(statistics.fmean(samples[3:]), world)
             means.append(statistics.fmean(gathered))
+        computed = statistics.fmean(dw.all_gather_object(statistics.fmean(computed), world))
         dw.shutdown(world)
         if rank == 0:
-            queue.put(means)
+            queue.put((means, computed))
     except BaseException as err:  # report, never hang the parent
         if rank == 0:
             queue.put(_one_line(err))
@@ -358,7 +379,10 @@ def calibrate(cfg: TrainConfig, *, steps: int = 20, threads: int = 0, link_worke
     # NCCL between GPUs where there are enough of them; gloo between processes otherwise
     gpus = torch.cuda.device_count() if device == "cuda" else 0
     link_device = "cuda" if gpus >= link_workers else "cpu"
-    link_fit = (benchmark_allreduce(link_workers, device=link_device, compute_s=measured.compute_s)
+    # before each all-reduce the ranks run the job's step, where it runs on the benchmark's device
+    link_fit = (benchmark_allreduce(link_workers, device=link_device, compute_s=measured.compute_s,
+                                    job=cfg if link_device == device else None,
+                                    threads=max(1, threads // link_workers) if link_device == "cpu" else threads)
                 if link_workers >= 2 else None)
     n_train = len(build_data(cfg.data, cfg.seed).train)
     if device == "cuda":  # what the job's precision runs its matmuls in there

@@ -3,13 +3,16 @@ machine holds, then really run them and compare (`mlscale plan --validate`, benc
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlscale.config import TrainConfig
 from mlscale.planning import calibrate as cb
 from mlscale.planning.costmodel import Link, StepPrediction, StepProfile, predict_step
+
+MIN_WINDOW_S = 1.0  # the shortest timed window of a measured run (more steps for short steps)
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class Check:
     predicted: StepPrediction
     measured_step_s: float
     link_fit: cb.LinkFit | None = None  # the all-reduce fitted for this count (None for 1 worker)
+    alone_compute_s: float = 0.0  # one worker's compute with the host to itself (at `threads`)
 
     @property
     def error(self) -> float:
@@ -35,11 +39,11 @@ def local_counts(counts: list[int]) -> list[int]:
 
 
 def validate(cfg: TrainConfig, counts: list[int] | None = None, *, steps: int = 20, repeats: int = 1) -> list[Check]:
-    """For each local count n (threads per worker = cores / n, as the launcher gives them): calibrate
-    one worker's compute at that thread count with n copies side by side (on one host the workers
-    share cores and memory bandwidth, which separate machines would not), fit the all-reduce among n
-    processes that each compute that long before it, predict n workers from these, then run n
-    workers for real. With `repeats`, calibration and real runs alternate and the medians are
+    """For each local count n (threads per worker = cores / n, as the launcher gives them): measure
+    one worker's step alone (its input wait; its compute for n = 1), benchmark the all-reduce among
+    n processes that each run the job's step before it (the link, and the step's compute while the
+    workers synchronize every step, as they do in the real run), predict n workers from these, then
+    run n workers for real. With `repeats`, measurements and real runs alternate and the medians are
     compared (a shared machine is noisy)."""
     counts = counts or local_counts([1, 2])
     cores = os.cpu_count() or 1
@@ -49,21 +53,29 @@ def validate(cfg: TrainConfig, counts: list[int] | None = None, *, steps: int = 
     for n in counts:
         threads = max(1, cores // n)
         frac = cb.backward_fraction(cfg, threads=threads)
-        calibrations, runs = [], []
+        # every timed window at least MIN_WINDOW_S long: a few ms steps over a few steps is noise here
+        n_steps = max(steps, math.ceil(MIN_WINDOW_S / cb.measure_step(cfg, steps=steps, threads=threads).step_s))
+        alone, fits, runs = [], [], []
         for _ in range(repeats):  # alternate: a load that comes and goes hits both alike
-            if on_gpus:  # each worker has a GPU of its own: nothing shared to calibrate beside
-                calibrations.append(cb.measure_step(cfg, steps=steps, threads=threads))
-            else:  # synchronous workers go at the pace of the slowest: its compute, not the copies' median
-                calibrations.append(max(cb.measure_concurrent(cfg, n, steps=steps, threads=threads),
-                                        key=lambda m: m.compute_s))
-            runs.append(cb.measure_step(cfg, steps=steps, threads=threads, workers=n))
-        compute = statistics.median(m.compute_s for m in calibrations)
+            alone.append(cb.measure_step(cfg, steps=n_steps, threads=threads))
+            if n > 1:  # gloo among n processes here (NCCL needs a GPU per worker, as the real run does)
+                fits.append(cb.benchmark_allreduce(n, device="cuda" if on_gpus else "cpu", threads=threads,
+                                                   compute_s=alone[-1].compute_s, job=cfg))
+            runs.append(cb.measure_step(cfg, steps=n_steps, threads=threads, workers=n))
+        alone_compute = statistics.median(m.compute_s for m in alone)
+        link_fit = _median_fit(fits) if fits else None
+        compute = link_fit.compute_s if link_fit else alone_compute
         profile = StepProfile(compute_s=compute, backward_s=compute * frac,
-                              input_wait_s=statistics.median(m.input_wait_s for m in calibrations), bucket_bytes=buckets)
-        link_fit = None
-        if n > 1:  # gloo among n processes here (NCCL needs a GPU per worker, as the real run does)
-            link_fit = cb.benchmark_allreduce(n, device="cuda" if on_gpus else "cpu", compute_s=compute)
+                              input_wait_s=statistics.median(m.input_wait_s for m in alone), bucket_bytes=buckets)
         link = link_fit.link if link_fit else Link(0.0, 1.0)
         predicted = predict_step(profile, n, link, overlap=on_gpus or n * threads < cores)
-        checks.append(Check(n, threads, predicted, statistics.median(m.step_s for m in runs), link_fit))
+        checks.append(Check(n, threads, predicted, statistics.median(m.step_s for m in runs), link_fit, alone_compute))
     return checks
+
+
+def _median_fit(fits: list[cb.LinkFit]) -> cb.LinkFit:
+    """One fit from repeated benchmarks: the median time per size, refitted; the median compute."""
+    first = fits[0]
+    times = tuple(statistics.median(f.times_s[i] for f in fits) for i in range(len(first.sizes_bytes)))
+    return replace(first, link=cb.fit_link(first.sizes_bytes, times, first.n_workers), times_s=times,
+                   compute_s=statistics.median(f.compute_s for f in fits))
