@@ -45,7 +45,7 @@ def main():
     t0 = time.perf_counter()
     print(f"torch {torch.__version__}, {os.cpu_count()} cores; {args.steps} steps, median of {args.repeats}; "
           "all-reduce fitted per case among the workers, each running the job's step before it")
-    print(f"{'case':<22} {'workers':>7} {'threads':>7} {'alone ms':>8} {'synced ms':>9} {'alpha us':>8} {'GB/s':>5} {'predicted ms':>12} "
+    print(f"{'case':<22} {'workers':>7} {'threads':>7} {'alone ms':>8} {'synced ms':>9} {'alpha us':>8} {'GB/s':>5} {'sync ms':>7} {'predicted ms':>12} "
           f"{'measured ms':>11} {'error':>7}")
     errors = []
     for name, job in CASES.items():
@@ -54,7 +54,8 @@ def main():
             for c in validate(cfg, counts, steps=args.steps, repeats=args.repeats):
                 errors.append(abs(c.error))
                 link = c.link_fit.link if c.link_fit else None
-                fit = f"{link.alpha_s * 1e6:>8.0f} {link.bandwidth_bytes_per_s / 1e9:>5.2f}" if link else f"{'-':>8} {'-':>5}"
+                fit = (f"{link.alpha_s * 1e6:>8.0f} {link.bandwidth_bytes_per_s / 1e9:>5.2f} {link.sync_s * 1e3:>7.2f}" if link
+                       else f"{'-':>8} {'-':>5} {'-':>7}")
                 print(f"{f'{name} batch {batch}':<22} {c.n_workers:>7} {c.threads:>7} {c.alone_compute_s * 1e3:>8.2f} "
                       f"{c.predicted.compute_s * 1e3:>9.2f} {fit} {c.predicted.step_s * 1e3:>12.2f} "
                       f"{c.measured_step_s * 1e3:>11.2f} {c.error:>+7.1%}", flush=True)

@@ -17,6 +17,20 @@ def test_fit_recovers_the_link_that_made_the_times(n):
     assert fitted.bandwidth_bytes_per_s == pytest.approx(2e9, rel=1e-6)
 
 
+def test_idle_latency_splits_the_constant_into_hops_and_the_wait_for_the_ranks():
+    # ranks arriving from compute paid 2 ms more per all-reduce than idle ranks lined up (2 hops of 50 us)
+    made = Link(alpha_s=50e-6, bandwidth_bytes_per_s=2e9, sync_s=0.002)
+    sizes = [1024, 65536, 1 << 20, 1 << 24]
+    times = [ring_allreduce_s(s, 2, made) + made.sync_s for s in sizes]
+    split = cb.fit_link(sizes, times, 2, idle_s=100e-6)
+    assert split.alpha_s == pytest.approx(50e-6) and split.sync_s == pytest.approx(0.002)
+    assert split.bandwidth_bytes_per_s == pytest.approx(2e9)
+    whole = cb.fit_link(sizes, times, 2)  # without the idle latency, alpha holds it all
+    assert whole.alpha_s == pytest.approx(50e-6 + 0.001) and whole.sync_s == 0.0
+    # idle slower than the fit's constant (noise): no negative wait, alpha as fitted
+    assert cb.fit_link(sizes, times, 2, idle_s=0.01).sync_s == 0.0
+
+
 def test_fit_refuses_times_that_do_not_grow():
     from mlscale.errors import RunFailed
 
@@ -56,13 +70,14 @@ def test_allreduce_benchmark_on_gloo(small_config, with_job):
     # before each all-reduce the ranks run the job's DDP step (timed: the synchronized compute),
     # or compute 5 ms of matrix products, as after a backward pass
     job = small_config() if with_job else None
-    fit = cb.benchmark_allreduce(2, sizes_bytes=(4096, 1 << 20, 1 << 22), repeats=5, timeout_s=60, compute_s=0.005,
+    fit = cb.benchmark_allreduce(2, sizes_bytes=(4096, 1 << 20, 1 << 22), repeats=10, timeout_s=60, compute_s=0.005,
                                  job=job)
     assert fit.backend == "gloo" and fit.n_workers == 2 and len(fit.times_s) == 3
     assert all(t > 0 for t in fit.times_s)
     assert fit.link.alpha_s >= 0 and fit.link.bandwidth_bytes_per_s > 0
     assert fit.max_rel_error() >= 0
     assert (fit.compute_s > 0) if with_job else fit.compute_s is None
+    assert fit.idle_s > 0 and fit.link.sync_s >= 0
 
 
 def test_repeated_benchmarks_combine_by_median_per_size():

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlscale.planning.costmodel import (
-    MIB, Link, StepProfile, amdahl_limit, ddp_buckets, exposed_comm_s, predict_step, ring_allreduce_s, speedup,
+    MIB, Link, StepProfile, amdahl_limit, bucket_allreduce_s, ddp_buckets, exposed_comm_s, predict_step,
+    ring_allreduce_s, speedup,
 )
 
 LINK = Link(alpha_s=1e-3, bandwidth_bytes_per_s=1e6)  # 1 ms per message, 1 MB/s: easy arithmetic
@@ -37,13 +38,30 @@ def test_overlap_hand_computed():
     assert exposed_comm_s((5000, 5000), 0.004, 2, LINK) == pytest.approx(0.012)
 
 
+def test_the_wait_for_the_ranks_is_paid_once_a_step_on_the_first_bucket():
+    link = Link(alpha_s=1e-3, bandwidth_bytes_per_s=1e6, sync_s=0.003)
+    assert bucket_allreduce_s((5000, 5000), 2, link) == pytest.approx([0.010, 0.007])
+    assert bucket_allreduce_s((5000, 5000), 1, link) == [0.0, 0.0]
+    # backward 40 ms: bucket 1 ready at 20 ms, ends at 30; bucket 2 ready at 40, ends at 47: the wait is hidden
+    assert exposed_comm_s((5000, 5000), 0.040, 2, link) == pytest.approx(0.007)
+    # backward 4 ms: bucket 1 ends at 2+10 = 12 ms, bucket 2 at 19: 15 ms exposed
+    assert exposed_comm_s((5000, 5000), 0.004, 2, link) == pytest.approx(0.015)
+    p = StepProfile(compute_s=0.05, backward_s=0.04, input_wait_s=0.0, bucket_bytes=(5000, 5000))
+    assert predict_step(p, 2, link).comm_s == pytest.approx(0.017)
+    # it does not grow with N as the ring's hops do: 64 workers pay it once, and 126 alphas
+    one = StepProfile(compute_s=0.05, backward_s=0.04, input_wait_s=0.0, bucket_bytes=(5000,))
+    assert predict_step(one, 64, link).comm_s == pytest.approx(ring_allreduce_s(5000, 64, link) + 0.003)
+    assert predict_step(one, 1, link).comm_s == 0.0
+
+
 @given(st.lists(st.integers(1, 50 * MIB), min_size=1, max_size=8), st.floats(0.0, 5.0), st.integers(1, 512),
-       st.floats(1e-7, 1e-2), st.floats(1e7, 1e11))
-def test_overlap_bounds(buckets, backward_s, n, alpha, bw):
-    link = Link(alpha, bw)
-    total = sum(ring_allreduce_s(b, n, link) for b in buckets)
+       st.floats(1e-7, 1e-2), st.floats(1e7, 1e11), st.floats(0.0, 1e-2))
+def test_overlap_bounds(buckets, backward_s, n, alpha, bw, sync):
+    link = Link(alpha, bw, sync)
+    times = bucket_allreduce_s(tuple(buckets), n, link)
+    total = sum(times)
     exposed = exposed_comm_s(tuple(buckets), backward_s, n, link)
-    hidden_best = max(total - backward_s, ring_allreduce_s(buckets[-1], n, link))  # fully hidden but the last
+    hidden_best = max(total - backward_s, times[-1])  # fully hidden but the last
     assert hidden_best - 1e-12 <= exposed <= total + 1e-12  # .. fully exposed
 
 

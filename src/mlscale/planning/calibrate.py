@@ -64,11 +64,12 @@ class LinkFit:
     sizes_bytes: tuple[int, ...]
     times_s: tuple[float, ...]  # mean per size (over the ranks and the repeats)
     compute_s: float | None = None  # the job's step before each all-reduce, mean over ranks and repeats
+    idle_s: float | None = None  # the smallest size's all-reduce among idle ranks lined up (median)
 
     def max_rel_error(self) -> float:
         from mlscale.planning.costmodel import ring_allreduce_s
 
-        return max(abs(ring_allreduce_s(s, self.n_workers, self.link) - t) / t
+        return max(abs(ring_allreduce_s(s, self.n_workers, self.link) + self.link.sync_s - t) / t
                    for s, t in zip(self.sizes_bytes, self.times_s))
 
 
@@ -262,8 +263,11 @@ def matmul_flops(threads: int = 0, n: int = 512, seconds: float = 0.3, device: s
 # --- the all-reduce micro-benchmark -----------------------------------------------------------------
 
 
-def fit_link(sizes_bytes, times_s, n_workers: int) -> Link:
-    """Least-squares fit of t = 2(N-1)/N * S/B + 2(N-1) * alpha to measured (S, t)."""
+def fit_link(sizes_bytes, times_s, n_workers: int, idle_s: float | None = None) -> Link:
+    """Least-squares fit of t = 2(N-1)/N * S/B + 2(N-1) * alpha to measured (S, t). With `idle_s`
+    (an all-reduce of a small message among idle ranks lined up: the ring's own latency), the
+    constant is split: alpha = idle_s / 2(N-1) per hop, and the rest is the step's `sync_s`
+    (waiting for ranks that arrive from compute), which does not grow with N as hops do."""
     s, t = np.asarray(sizes_bytes, dtype=float), np.asarray(times_s, dtype=float)
     # weighted by 1/t: every size counts by its relative error, not the biggest by its absolute one
     w = 1.0 / t
@@ -275,7 +279,9 @@ def fit_link(sizes_bytes, times_s, n_workers: int) -> Link:
         inv_b = (t[big] - t.min()) / (2 * (n_workers - 1) / n_workers * s[big])
     if inv_b <= 0:
         raise RunFailed("the all-reduce benchmark's times do not grow with message size; rerun on a quieter machine")
-    return Link(alpha_s=max(0.0, float(alpha)), bandwidth_bytes_per_s=float(1.0 / inv_b))
+    alpha = max(0.0, float(alpha))
+    hop = alpha if idle_s is None else min(alpha, idle_s / (2 * (n_workers - 1)))
+    return Link(alpha_s=hop, bandwidth_bytes_per_s=float(1.0 / inv_b), sync_s=2 * (n_workers - 1) * (alpha - hop))
 
 
 def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, repeats: int = 0,
@@ -291,7 +297,9 @@ def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, rep
     seconds. (On a CPU host the longer the ranks computed, the more the all-reduce that follows
     costs: 1-2 ms more after 20 ms than after 2 ms on the project's 2-core machine.) The time per
     size is the mean over ranks and `repeats` (0: as many as fit in about a second of compute, 20 to
-    60, with `compute_s` the step's expected length; the first few dropped)."""
+    60, with `compute_s` the step's expected length; the first few dropped). Last, the smallest size
+    among idle ranks lined up by a barrier (median): the ring's own latency, which splits the fit's
+    constant into per-hop latency and the step's wait for its ranks (`fit_link`)."""
     repeats = repeats or min(60, max(20, round(1.0 / max(compute_s, 1e-3))))
     ctx = mp.get_context("spawn")
     sock = dw.listen("127.0.0.1", 0)
@@ -309,10 +317,10 @@ def benchmark_allreduce(n_workers: int = 2, sizes_bytes=DEFAULT_SIZES_BYTES, rep
     del store
     if not isinstance(answer, tuple):
         raise RunFailed(f"the all-reduce benchmark failed: {answer or 'no answer within the timeout'}")
-    times, computed = answer
+    times, computed, idle = answer
     backend = dw.backend_for(torch.device(device))
-    return LinkFit(fit_link(sizes_bytes, times, n_workers), n_workers, backend, tuple(sizes_bytes), tuple(times),
-                   compute_s=computed if job is not None else None)
+    return LinkFit(fit_link(sizes_bytes, times, n_workers, idle), n_workers, backend, tuple(sizes_bytes), tuple(times),
+                   compute_s=computed if job is not None else None, idle_s=idle)
 
 
 def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, queue, compute_s, job, threads) -> None:
@@ -353,9 +361,17 @@ def _allreduce_worker(rank, n_workers, port, sizes, repeats, device, timeout_s, 
             gathered = dw.all_gather_object(statistics.fmean(samples[3:]), world)
             means.append(statistics.fmean(gathered))
         computed = statistics.fmean(dw.all_gather_object(statistics.fmean(computed), world))
+        t, idle = torch.ones(max(1, sizes[0] // 4), device=dev), []
+        for _ in range(repeats + 3):  # the ring's own latency: the smallest size among ranks lined up, idle
+            dw.barrier()
+            t0 = time.perf_counter()
+            dist.all_reduce(t)
+            sync()
+            idle.append(time.perf_counter() - t0)
+        idle = statistics.fmean(dw.all_gather_object(statistics.median(idle[3:]), world))
         dw.shutdown(world)
         if rank == 0:
-            queue.put((means, computed))
+            queue.put((means, computed, idle))
     except BaseException as err:  # report, never hang the parent
         if rank == 0:
             queue.put(_one_line(err))

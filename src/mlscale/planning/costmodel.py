@@ -9,6 +9,9 @@ gradient all-reduce that backward does not hide. Each piece comes from a measure
   time 2(N-1)/N * S/B + 2(N-1) * alpha (Patarasuk & Yuan, "Bandwidth optimal all-reduce algorithms
   for clusters of workstations", JPDC 2009; Thakur et al., "Optimization of collective
   communication operations in MPICH", IJHPCA 2005). N = 1 communicates nothing.
+- Synchronization: once per step, the first collective also waits for the slowest rank to arrive
+  and for the ranks' sleeping threads to wake (`sync_s`, measured with the link; 0 for spec-sheet
+  links). It is per step, not per ring hop: counted in alpha, it would grow 2(N-1)-fold with N.
 - Overlap with backward per DDP bucket (Li et al., "PyTorch Distributed", VLDB 2020): gradients
   fill buckets in reverse parameter order while backward runs; a bucket's all-reduce starts when it
   is full and the previous one is done (one collective at a time). Only what runs past the end of
@@ -30,10 +33,12 @@ DDP_BUCKET_BYTES = 25 * MIB  # DDP's default bucket_cap_mb
 
 @dataclass(frozen=True)
 class Link:
-    """The collective's network: per-message latency (s) and per-link bandwidth (B/s)."""
+    """The collective's network: per-message latency (s) and per-link bandwidth (B/s), and the
+    time a step's first collective waits for its ranks (s; see the module's docstring)."""
 
     alpha_s: float
     bandwidth_bytes_per_s: float
+    sync_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,14 @@ def ring_allreduce_s(n_bytes: float, n_workers: int, link: Link) -> float:
     return 2 * (n - 1) / n * n_bytes / link.bandwidth_bytes_per_s + 2 * (n - 1) * link.alpha_s
 
 
+def bucket_allreduce_s(bucket_bytes: tuple[int, ...], n_workers: int, link: Link) -> list[float]:
+    """Seconds for each bucket's all-reduce in one step: the ring's, and the first one waits
+    `link.sync_s` for the ranks as well."""
+    if n_workers <= 1:
+        return [0.0] * len(bucket_bytes)
+    return [ring_allreduce_s(b, n_workers, link) + (link.sync_s if i == 0 else 0.0) for i, b in enumerate(bucket_bytes)]
+
+
 def exposed_comm_s(bucket_bytes: tuple[int, ...], backward_s: float, n_workers: int, link: Link) -> float:
     """Communication time left after backward ends, when each bucket's all-reduce starts as soon as
     backward has filled it (gradients assumed produced at a steady rate in bytes) and the previous
@@ -88,10 +101,10 @@ def exposed_comm_s(bucket_bytes: tuple[int, ...], backward_s: float, n_workers: 
     if n_workers <= 1 or total == 0:
         return 0.0
     filled, comm_free_at = 0, 0.0
-    for size in bucket_bytes:
+    for size, took in zip(bucket_bytes, bucket_allreduce_s(bucket_bytes, n_workers, link)):
         filled += size
         ready_at = backward_s * filled / total
-        comm_free_at = max(ready_at, comm_free_at) + ring_allreduce_s(size, n_workers, link)
+        comm_free_at = max(ready_at, comm_free_at) + took
     return max(0.0, comm_free_at - backward_s)
 
 
@@ -107,7 +120,7 @@ def predict_step(profile: StepProfile, n_workers: int, link: Link, *, compute_sc
     compute, backward = profile.compute_s * compute_scale, profile.backward_s * compute_scale
     serial = profile.input_wait_s * profile.serial_fraction
     input_wait = profile.input_wait_s - serial + serial * n_workers
-    comm = sum(ring_allreduce_s(b, n_workers, link) for b in profile.bucket_bytes)
+    comm = sum(bucket_allreduce_s(profile.bucket_bytes, n_workers, link))
     exposed = exposed_comm_s(profile.bucket_bytes, backward, n_workers, link) if overlap else comm
     return StepPrediction(n_workers, compute, input_wait, comm, exposed)
 

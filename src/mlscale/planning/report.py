@@ -41,8 +41,9 @@ def calibration_text(cal) -> str:
     if cal.link_fit:
         f = cal.link_fit
         lines.append(f"  all-reduce ({f.backend}, {f.n_workers} workers, {len(f.sizes_bytes)} sizes "
-                     f"{f.sizes_bytes[0] / 1024:.0f} KiB-{f.sizes_bytes[-1] / 2**20:.0f} MiB): alpha {f.link.alpha_s * 1e6:.0f} us, "
-                     f"bandwidth {f.link.bandwidth_bytes_per_s / 1e9:.3g} GB/s (the fit is off by at most {f.max_rel_error():.0%} at any size)")
+                     f"{f.sizes_bytes[0] / 1024:.0f} KiB-{f.sizes_bytes[-1] / 2**20:.0f} MiB): alpha {f.link.alpha_s * 1e6:.0f} us "
+                     f"per hop, bandwidth {f.link.bandwidth_bytes_per_s / 1e9:.3g} GB/s, and {f.link.sync_s * 1e3:.2f} ms a "
+                     f"step waiting for the ranks (the fit is off by at most {f.max_rel_error():.0%} at any size)")
     return "\n".join(lines)
 
 

@@ -74,8 +74,10 @@ def validate(cfg: TrainConfig, counts: list[int] | None = None, *, steps: int = 
 
 
 def _median_fit(fits: list[cb.LinkFit]) -> cb.LinkFit:
-    """One fit from repeated benchmarks: the median time per size, refitted; the median compute."""
+    """One fit from repeated benchmarks: the median time per size and idle latency, refitted; the
+    median compute."""
     first = fits[0]
     times = tuple(statistics.median(f.times_s[i] for f in fits) for i in range(len(first.sizes_bytes)))
-    return replace(first, link=cb.fit_link(first.sizes_bytes, times, first.n_workers), times_s=times,
-                   compute_s=statistics.median(f.compute_s for f in fits))
+    idle = statistics.median(f.idle_s for f in fits) if all(f.idle_s is not None for f in fits) else None
+    return replace(first, link=cb.fit_link(first.sizes_bytes, times, first.n_workers, idle), times_s=times,
+                   compute_s=statistics.median(f.compute_s for f in fits), idle_s=idle)
