@@ -11,8 +11,9 @@
   predicts mean steps): on a host whose cores the workers fill, a collective's threads often wait
   milliseconds for a core, a tail the median hides. The same benchmark times that step while the
   ranks synchronize every step: on one host this alone slows compute (on the project's 2-core
-  machine, ~15-20% for a 3 ms step: a rank that slept in the collective starts its next step
-  cold), which copies running side by side without communicating do not show;
+  machine by 2-80% across bench/plan_accuracy.py's jobs, the most for the shortest steps: a rank
+  that slept in the collective starts its next step cold), which copies running side by side
+  without communicating do not show;
 - the matrix-multiply FLOP/s of the device, to scale compute to devices that are not here.
 """
 
