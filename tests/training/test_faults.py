@@ -271,3 +271,30 @@ def test_an_elastic_restart_under_torchrun_resumes_the_same_run(small_config, tm
     torch.testing.assert_close(_saved_params(run_dir), _params(whole.model), atol=1e-6, rtol=0)
     steps = [r["step"] for r in map(__import__("json").loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
     assert steps == sorted(steps)  # the dead attempt's records after the checkpoint were dropped
+
+
+def _lose_peer(errors):  # what a rank records when a collective breaks because its peer died
+    (Path(errors) / "rank0.json").write_text(
+        '{"rank": 0, "type": "RuntimeError", "message": "Connection closed by peer", "user_error": false, '
+        '"mlscale_error": false}')
+    os._exit(1)
+
+
+def _die(_):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_when_two_ranks_have_died_the_launcher_names_the_cause_not_the_victim(tmp_path):
+    import multiprocessing as mp
+
+    from mlscale.training.distributed.launch import _AttemptFailed, _watch
+
+    ctx = mp.get_context("fork")  # trivial children, no torch work in them
+    procs = [ctx.Process(target=f, args=(str(tmp_path),)) for f in (_lose_peer, _die)]
+    for p in procs:
+        p.start()
+    for p in procs:  # both ended before the launcher looks: it sees them together
+        p.join()
+    with pytest.raises(_AttemptFailed) as failed:
+        _watch(procs, tmp_path)
+    assert str(failed.value.error) == "worker rank 1 was killed by SIGKILL" and failed.value.restartable

@@ -162,16 +162,27 @@ def _die_with(launcher_pid: int) -> None:
 
 
 def _watch(procs: list, errors: Path) -> None:
-    """Wait for every worker; on the first failure, stop the rest and raise with its cause."""
+    """Wait for every worker; on the first failure, stop the rest and raise with its cause. When
+    several ranks have ended by then, the cause is the one that did not just lose its peers: a
+    user's mistake first, then a rank that died without a word (killed, crashed), then the rest
+    (often a collective that broke because another rank died)."""
     running = {p.sentinel: p for p in procs}
     while running:
-        for sentinel in wait(list(running)):
-            p = running.pop(sentinel)
+        ended = [running.pop(sentinel) for sentinel in wait(list(running))]
+        for p in ended:
             p.join()
-            if p.exitcode != 0:
-                rank = procs.index(p)
-                _stop(procs)
-                raise _failure(rank, p.exitcode, errors)
+        failed = [procs.index(p) for p in ended if p.exitcode != 0]
+        if failed:
+            rank = min(failed, key=lambda r: (_cause_rank(errors / f"rank{r}.json"), r))
+            _stop(procs)
+            raise _failure(rank, procs[rank].exitcode, errors)
+
+
+def _cause_rank(record_path: Path) -> int:
+    """0 for a recorded user mistake, 1 for a rank that recorded nothing, 2 for any other error."""
+    if not record_path.exists():
+        return 1
+    return 0 if json.loads(record_path.read_text())["user_error"] else 2
 
 
 def _failure(rank: int, exitcode: int, errors: Path) -> _AttemptFailed:
