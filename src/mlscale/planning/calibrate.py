@@ -208,6 +208,7 @@ def _train_step(cfg: TrainConfig, device: str | torch.device = "cpu", ddp: bool 
     as a function to call repeatedly. With `ddp` (in a process group), the model is wrapped in DDP
     as the engine wraps it, with a communication hook that sends nothing: DDP's own per-step work
     (gradient hooks, bucket copies) without the all-reduce, which the caller times itself."""
+    device = torch.device(device)
     model, opt, x, y = _job(cfg, device)
     if ddp:
         from torch.nn.parallel import DistributedDataParallel
