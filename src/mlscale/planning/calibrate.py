@@ -68,9 +68,10 @@ class LinkFit:
     idle_s: float | None = None  # the smallest size's all-reduce among idle ranks lined up (median)
 
     def max_rel_error(self) -> float:
-        from mlscale.planning.costmodel import ring_allreduce_s
+        from mlscale.planning.costmodel import bucket_allreduce_s
 
-        return max(abs(ring_allreduce_s(s, self.n_workers, self.link) + self.link.sync_s - t) / t
+        # each timed all-reduce was a step's only one: the ring's time and the wait for the ranks
+        return max(abs(bucket_allreduce_s((s,), self.n_workers, self.link)[0] - t) / t
                    for s, t in zip(self.sizes_bytes, self.times_s))
 
 
